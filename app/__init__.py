@@ -1,0 +1,1 @@
+"""The HTTP edge: app factory, routes, authentication, settings and the CLI."""

@@ -1,0 +1,117 @@
+"""`python -m app <command>`: serve, migrate, mint a development token, export the schema."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import timedelta
+
+from app.settings import ConfigError, Settings
+
+
+def _database_url(settings: Settings) -> str:
+    """`DATABASE_URL`, or an embedded PostgreSQL whose data survives under `.data/`."""
+    if settings.database_url:
+        return settings.database_url
+    from db import embedded
+
+    server = embedded.start(settings.data_dir / "postgres")
+    print(f"Embedded PostgreSQL running, data in {settings.data_dir / 'postgres'}", flush=True)
+    return str(server.get_uri())
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from db.migrate import upgrade
+
+    settings.check()
+    url = _database_url(settings)
+    upgrade(url)
+    settings = settings.model_copy(update={"database_url": url})
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"Serving on {base}", flush=True)
+    if not settings.is_production:
+        print(f"GraphiQL:  {base}/graphql", flush=True)
+        print(
+            "Token:     .venv/bin/python -m app token --sub dev-user --email dev@example.com\n"
+            '           then set the header {"Authorization": "Bearer <token>"} in GraphiQL',
+            flush=True,
+        )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", server_header=False)
+    return 0
+
+
+def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    upgrade(_database_url(settings))
+    print("Migrations applied", flush=True)
+    return 0
+
+
+def token(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth import development_secret, mint_token
+
+    if settings.is_production:
+        print("Refused: development tokens are not minted with APP_ENV=production", file=sys.stderr)
+        return 2
+    if settings.auth_jwt_secret is not None:
+        secret = settings.auth_jwt_secret.get_secret_value()
+    elif settings.auth_jwks_url is not None:
+        print(
+            "AUTH_JWKS_URL is set and AUTH_JWT_SECRET is not: get tokens from your identity "
+            "provider",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        secret = development_secret(settings.data_dir)
+    print(
+        mint_token(
+            secret,
+            subject=args.sub,
+            email=args.email,
+            email_verified=not args.unverified,
+            name=args.name,
+            ttl=timedelta(hours=args.hours),
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+        )
+    )
+    return 0
+
+
+def export_schema(settings: Settings, args: argparse.Namespace) -> int:
+    from schema.root import build_schema
+
+    print(build_schema(production=False).as_str())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="apply migrations and serve HTTP").set_defaults(run=serve)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=migrate)
+    token_parser = commands.add_parser("token", help="mint a development bearer token")
+    token_parser.add_argument("--sub", default="dev-user", help="the user ID (default dev-user)")
+    token_parser.add_argument("--email", default="dev@example.com")
+    token_parser.add_argument("--name", default=None, help='full name, e.g. "Ada Lovelace"')
+    token_parser.add_argument("--unverified", action="store_true", help="email_verified=false")
+    token_parser.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    token_parser.set_defaults(run=token)
+    commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
+        run=export_schema
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.run(Settings(), args)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result

@@ -1,0 +1,97 @@
+"""What the lifespan owns (`Runtime`) and what each GraphQL request carries (`Context`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.dataloader import DataLoader
+
+from db.connection import Connection, Database
+from services import account
+from services.users import current_user
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.auth import Authenticator
+    from app.settings import Settings
+    from db.customers import CustomerRecord
+    from db.subscriptions import SubscriptionRecord
+    from db.users import UserRecord
+    from services.plans import PlanCatalog
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Process-wide dependencies, created in the lifespan and handed to every request."""
+
+    settings: Settings
+    database: Database
+    plans: PlanCatalog
+    authenticator: Authenticator
+    http: httpx.AsyncClient
+
+
+class Loaders:
+    """Fresh per request, so batching never leaks one user's rows into another's request."""
+
+    def __init__(self, context: Context) -> None:
+        async def customers(user_ids: list[str]) -> list[CustomerRecord | None]:
+            return await account.customers(await context.connection(), user_ids)
+
+        async def subscriptions(user_ids: list[str]) -> list[SubscriptionRecord | None]:
+            return await account.subscriptions(await context.connection(), user_ids)
+
+        self.customer: DataLoader[str, CustomerRecord | None] = DataLoader(customers)
+        self.subscription: DataLoader[str, SubscriptionRecord | None] = DataLoader(subscriptions)
+
+
+class Context:
+    """One GraphQL request: its dependencies, its one pool connection, its caller."""
+
+    def __init__(
+        self, runtime: Runtime, request: Request, response: Response, request_id: str
+    ) -> None:
+        self.runtime = runtime
+        self.request = request
+        self.response = response
+        self.request_id = request_id
+        self.loaders = Loaders(self)
+        self._connection: Connection | None = None
+        self._user: UserRecord | None = None
+        self._lock = asyncio.Lock()
+        self._user_lock = asyncio.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    async def connection(self) -> Connection:
+        """At most one pool connection per request, taken on first use (`plans` takes none)."""
+        if self._connection is None:
+            async with self._lock:
+                if self._connection is None:
+                    connection = self.runtime.database.connection()
+                    await connection.__aenter__()
+                    self._connection = connection
+        return self._connection
+
+    async def user(self) -> UserRecord:
+        """The caller, provisioned on first sight; raises `Unauthenticated` for a bad token."""
+        if self._user is None:
+            async with self._user_lock:
+                if self._user is None:
+                    identity = await self.runtime.authenticator.identify(
+                        self.request.headers.get("authorization")
+                    )
+                    self._user = await current_user(await self.connection(), identity)
+        return self._user
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.__aexit__(None, None, None)

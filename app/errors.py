@@ -1,0 +1,67 @@
+"""The one mapping from domain errors to the contract's `extensions.code`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError
+
+from services import errors
+
+log = logging.getLogger("app.errors")
+
+ERROR_CODES: dict[type[errors.DomainError], str] = {
+    errors.Unauthenticated: "UNAUTHENTICATED",
+    errors.BadUserInput: "BAD_USER_INPUT",
+    errors.EmailNotVerified: "EMAIL_NOT_VERIFIED",
+    errors.NotFound: "NOT_FOUND",
+    errors.AlreadySubscribed: "ALREADY_SUBSCRIBED",
+    errors.StripeNotConfigured: "STRIPE_NOT_CONFIGURED",
+    errors.PaymentProviderError: "PAYMENT_PROVIDER_ERROR",
+    errors.RateLimited: "RATE_LIMITED",
+}
+
+INTERNAL = "INTERNAL_SERVER_ERROR"
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+BAD_USER_INPUT = ERROR_CODES[errors.BadUserInput]
+
+
+def code_for(error: errors.DomainError) -> str:
+    for cls in type(error).__mro__:
+        if cls in ERROR_CODES:
+            return ERROR_CODES[cls]
+    return INTERNAL
+
+
+def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    """A GraphQL error as the SPA sees it: always a code; internals never leave the process."""
+    original = error.original_error
+    formatted: dict[str, Any] = dict(error.formatted)
+    if original is None:
+        if isinstance(error, GraphQLSyntaxError):
+            code = PARSE_FAILED
+        elif error.message.startswith("Variable '$"):
+            code = BAD_USER_INPUT  # a variable that does not coerce is bad input, as in Apollo
+        else:
+            code = VALIDATION_FAILED
+        formatted["extensions"] = {**(error.extensions or {}), "code": code}
+        return formatted
+    if isinstance(original, errors.DomainError):
+        formatted["message"] = original.message
+        formatted["extensions"] = {**original.extensions, "code": code_for(original)}
+        return formatted
+    log.error(
+        "unexpected error in %s",
+        ".".join(str(p) for p in error.path or ()) or "operation",
+        exc_info=(type(original), original, original.__traceback__),
+        extra={"request_id": request_id},
+    )
+    masked: dict[str, Any] = {
+        "message": "Internal server error",
+        "extensions": {"code": INTERNAL, "requestId": request_id},
+    }
+    if error.path is not None:
+        masked["path"] = error.path
+    return masked

@@ -1,0 +1,104 @@
+"""The app factory. The lifespan owns the pool and the HTTP client; requests borrow them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from app.auth import Authenticator, JwksCache, development_secret
+from app.context import Runtime
+from app.graphql import GraphQLView
+from app.health import healthz, readyz
+from app.middleware import LimitBody, RequestId
+from app.settings import ConfigError, Settings
+from db.connection import Database
+from schema.root import build_schema
+from services.plans import PlanCatalog, PlansFileError
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the ASGI app; raises `ConfigError` naming what is wrong with the configuration."""
+    settings = settings or Settings()
+    settings.check()
+    database_url = settings.database_url
+    if database_url is None:
+        raise ConfigError(
+            "DATABASE_URL is not set; `make run` (python -m app serve) starts an embedded "
+            "PostgreSQL when it is unset"
+        )
+    try:
+        plans = PlanCatalog.load(
+            pro_price_id=settings.stripe_price_pro, plans_file=settings.plans_file
+        )
+    except PlansFileError as exc:
+        raise ConfigError(str(exc)) from exc
+    hs_secret = _hs_secret(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
+        database = Database(
+            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        )
+        await database.connect()
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        jwks = JwksCache(settings.auth_jwks_url, http) if settings.auth_jwks_url else None
+        runtime = Runtime(
+            settings=settings,
+            database=database,
+            plans=plans,
+            authenticator=Authenticator(
+                hs_secret=hs_secret,
+                jwks=jwks,
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience,
+            ),
+            http=http,
+        )
+        try:
+            yield {"runtime": runtime}
+        finally:
+            await http.aclose()
+            await database.disconnect()
+
+    graphql = GraphQLView(
+        build_schema(production=settings.is_production), graphiql=not settings.is_production
+    )
+    return Starlette(
+        routes=[
+            Route("/graphql", LimitBody(graphql, GRAPHQL_MAX_BODY_BYTES), methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Content-Disposition"],
+                max_age=600,
+            ),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _hs_secret(settings: Settings) -> str | None:
+    if settings.auth_jwt_secret is not None:
+        return settings.auth_jwt_secret.get_secret_value()
+    if settings.is_production or settings.auth_jwks_url is not None:
+        return None
+    log.info("no AUTH_JWT_SECRET: accepting development tokens signed with .data/dev-jwt-secret")
+    return development_secret(settings.data_dir)

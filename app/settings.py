@@ -1,0 +1,110 @@
+"""Configuration from the environment (and `.env`), as the contract lists it.
+
+Secrets are `SecretStr` so that no repr, log line or validation error can show them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot run; the message names the variables, never their values."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    database_url: str | None = None
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    stripe_price_pro: str | None = None
+    stripe_portal_configuration_id: str | None = None
+    app_url: str = "http://localhost:3000"
+    cors_origins: str | None = None
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    app_env: Literal["development", "production"] = "development"
+    plans_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".data")
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+
+    @field_validator(
+        "database_url",
+        "stripe_secret_key",
+        "stripe_webhook_secret",
+        "stripe_api_base",
+        "stripe_price_pro",
+        "stripe_portal_configuration_id",
+        "cors_origins",
+        "auth_jwt_secret",
+        "auth_jwks_url",
+        "auth_issuer",
+        "auth_audience",
+        "plans_file",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`FOO=` in a .env file means unset, not an empty secret or URL."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("app_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        raw = self.cors_origins if self.cors_origins is not None else self.app_url
+        return [origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip()]
+
+    def problems(self) -> list[str]:
+        """What stops this configuration from serving; empty when it can start."""
+        found: list[str] = []
+        if self.is_production:
+            if self.auth_jwt_secret is None and self.auth_jwks_url is None:
+                found.append(
+                    "APP_ENV=production needs AUTH_JWT_SECRET or AUTH_JWKS_URL to verify tokens"
+                )
+            secret = self.auth_jwt_secret
+            if (
+                secret is not None
+                and len(secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES
+            ):
+                found.append(
+                    f"AUTH_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes in production"
+                )
+            if self.stripe_secret_key is not None and self.stripe_webhook_secret is None:
+                found.append(
+                    "STRIPE_WEBHOOK_SECRET is required in production when STRIPE_SECRET_KEY is set"
+                )
+        return found
+
+    def check(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError("; ".join(found))

@@ -1,0 +1,1 @@
+"""SQL and connections. Every query the service runs lives in this package."""

@@ -1,0 +1,82 @@
+"""Users: one row per identity-provider subject."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from db.connection import Connection, as_dict, raw
+
+_COLUMNS = (
+    "id, email, email_verified, first_name, last_name, phone, profile_updated_at, "
+    "created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    email: str | None
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+    profile_updated_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> UserRecord:
+        return cls(**as_dict(row))
+
+
+async def get(conn: Connection, user_id: str) -> UserRecord | None:
+    """Every authenticated request starts here, so it skips `databases`' SQL compilation."""
+    async with raw(conn) as pg:
+        row = await pg.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
+    return None if row is None else UserRecord.from_row(row)
+
+
+async def insert_if_absent(
+    conn: Connection,
+    *,
+    user_id: str,
+    email: str | None,
+    email_verified: bool,
+    first_name: str | None,
+    last_name: str | None,
+    phone: str | None,
+) -> UserRecord | None:
+    """Insert a new user; None when another request inserted it first."""
+    row = await conn.fetch_one(
+        f"""
+        INSERT INTO users (id, email, email_verified, first_name, last_name, phone)
+        VALUES (:id, :email, :email_verified, :first_name, :last_name, :phone)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608
+        {
+            "id": user_id,
+            "email": email,
+            "email_verified": email_verified,
+            "first_name": first_name,
+            "last_name": last_name,
+            "phone": phone,
+        },
+    )
+    return None if row is None else UserRecord.from_row(row)
+
+
+async def update_identity(
+    conn: Connection, user_id: str, *, email: str | None, email_verified: bool
+) -> UserRecord | None:
+    row = await conn.fetch_one(
+        f"""
+        UPDATE users SET email = :email, email_verified = :email_verified, updated_at = now()
+        WHERE id = :id
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608
+        {"id": user_id, "email": email, "email_verified": email_verified},
+    )
+    return None if row is None else UserRecord.from_row(row)

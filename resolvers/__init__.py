@@ -1,0 +1,1 @@
+"""GraphQL to service calls, and service results back to GraphQL types; nothing more."""

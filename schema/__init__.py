@@ -1,0 +1,1 @@
+"""Strawberry types: thin dataclasses describing what the SPA can ask for."""

@@ -1,0 +1,59 @@
+"""The schema: root types, limits, caches, and what production turns off."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from resolvers import query
+from schema.types import Plan
+from schema.user import User
+
+MAX_DEPTH = 10
+MAX_ALIASES = 30
+MAX_TOKENS = 2000
+CACHE_SIZE = 512
+
+
+@strawberry.type
+class Query:
+    me: User = strawberry.field(resolver=query.me)
+    plans: list[Plan] = strawberry.field(resolver=query.plans, description="Public: no token")
+
+
+class BillingSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Silent here: the edge logs unexpected errors once, with the request ID."""
+
+
+def build_schema(*, production: bool) -> strawberry.Schema:
+    # Factories, not instances: each request gets its own extension objects.
+    extensions: list[Any] = [
+        partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+        partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
+        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+        partial(ParserCache, maxsize=CACHE_SIZE),
+        partial(ValidationCache, maxsize=CACHE_SIZE),
+    ]
+    if production:
+        extensions.append(DisableIntrospection)
+    return BillingSchema(
+        query=Query,
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=production),
+    )

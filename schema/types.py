@@ -1,0 +1,66 @@
+"""Leaf types, which resolve from their own fields only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+
+@strawberry.enum
+class SubscriptionStatus(Enum):
+    ACTIVE = "active"
+    TRIALING = "trialing"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+
+
+@strawberry.type
+class Customer:
+    id: strawberry.ID = strawberry.field(description="The Stripe customer ID, cus_…")
+    email: str | None
+    name: str | None
+    phone: str | None
+    created_at: datetime
+
+
+@strawberry.type
+class Subscription:
+    plan_id: strawberry.ID = strawberry.field(description='"free" or a plan\'s id such as "PRO"')
+    status: SubscriptionStatus
+    stripe_subscription_id: str | None
+    price_id: str | None
+    cancel_at_period_end: bool
+    current_period_end: datetime | None
+    updated_at: datetime
+
+
+@strawberry.type
+class Plan:
+    id: strawberry.ID
+    name: str
+    price_id: str | None
+    amount: int | None = strawberry.field(description="In the currency's smallest unit")
+    currency: str | None
+    interval: str | None
+
+
+@strawberry.type
+class Notification:
+    id: strawberry.ID
+    kind: str
+    message: str
+    created_at: datetime
+
+
+@strawberry.type
+class UsageRecord:
+    id: strawberry.ID
+    metric: str
+    quantity: int
+    created_at: datetime

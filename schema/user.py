@@ -1,0 +1,42 @@
+"""The signed-in user; nested fields delegate to `resolvers.users`."""
+
+from __future__ import annotations
+
+import strawberry
+
+from app.context import Context
+from resolvers import users
+from schema.types import Customer, Notification, Subscription, UsageRecord
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    email: str | None
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+
+    @strawberry.field(description="Null while the user has no Stripe customer")
+    async def customer(self, info: strawberry.Info[Context, None]) -> Customer | None:
+        return await users.customer(info, str(self.id))
+
+    @strawberry.field(
+        description="Null until the user first gets a Stripe customer; "
+        "kept (CANCELED) after it is deleted"
+    )
+    async def subscription(self, info: strawberry.Info[Context, None]) -> Subscription | None:
+        return await users.subscription(info, str(self.id))
+
+    @strawberry.field(description="Newest first")
+    async def notifications(
+        self, info: strawberry.Info[Context, None], first: int = 20
+    ) -> list[Notification]:
+        return await users.notifications(info, str(self.id), first)
+
+    @strawberry.field(description="Newest first")
+    async def usage_records(
+        self, info: strawberry.Info[Context, None], first: int = 50
+    ) -> list[UsageRecord]:
+        return await users.usage_records(info, str(self.id), first)

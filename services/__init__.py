@@ -1,0 +1,1 @@
+"""The rules of the product. Services raise named domain errors and never commit."""

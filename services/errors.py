@@ -1,0 +1,46 @@
+"""One error type per contract code; the edge turns each into `extensions.code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """An expected failure with a message the user can act on."""
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions = extensions
+
+
+class Unauthenticated(DomainError):
+    pass
+
+
+class BadUserInput(DomainError):
+    pass
+
+
+class EmailNotVerified(DomainError):
+    pass
+
+
+class NotFound(DomainError):
+    pass
+
+
+class AlreadySubscribed(DomainError):
+    pass
+
+
+class StripeNotConfigured(DomainError):
+    pass
+
+
+class PaymentProviderError(DomainError):
+    pass
+
+
+class RateLimited(DomainError):
+    pass
