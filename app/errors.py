@@ -39,7 +39,7 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     """A GraphQL error as the SPA sees it: always a code; internals never leave the process."""
     original = error.original_error
     formatted: dict[str, Any] = dict(error.formatted)
-    if original is None:
+    if original is None or isinstance(original, GraphQLError):
         if isinstance(error, GraphQLSyntaxError):
             code = PARSE_FAILED
         elif error.message.startswith("Variable '$"):

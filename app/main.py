@@ -52,7 +52,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         await database.connect()
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        jwks = JwksCache(settings.auth_jwks_url, http) if settings.auth_jwks_url else None
+        jwks = (
+            JwksCache(
+                settings.auth_jwks_url,
+                http,
+                min_refresh_interval=settings.auth_jwks_cooldown_seconds,
+            )
+            if settings.auth_jwks_url
+            else None
+        )
         runtime = Runtime(
             settings=settings,
             database=database,

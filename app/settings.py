@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None
     auth_audience: str | None = None
+    auth_jwks_cooldown_seconds: float = 30.0
     app_env: Literal["development", "production"] = "development"
     plans_file: Path | None = None
     host: str = "127.0.0.1"

@@ -1,0 +1,124 @@
+"""Real PostgreSQL for every test: one migrated template, cloned into a fresh database per test.
+
+A clone (not a rolled-back transaction) lets tests run truly concurrent requests on
+separate pool connections, which the race tests need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.types import ASGIApp
+
+from app.main import create_app
+from app.settings import Settings
+from db import embedded, migrate
+from db.urls import with_database
+from tests.helpers import TEST_JWT_SECRET, make_token
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """DATABASE_URL when given (its database is used only to create test databases)."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="billing-test-pg-") as tmp:
+        server = embedded.start(Path(tmp) / "pg", throwaway=True)
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_server_url: str) -> AsyncIterator[str]:
+    name = f"billing_template_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(migrate.upgrade, with_database(pg_server_url, name))
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(pg_server_url: str, template_db: str) -> AsyncIterator[str]:
+    name = f"billing_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield with_database(pg_server_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for arranging and asserting on rows, outside the app."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override per test module or test to configure the app under test."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "auth_jwt_secret": TEST_JWT_SECRET,
+        "app_env": "development",
+        "data_dir": tmp_path / "data",
+        "stripe_secret_key": None,
+        "stripe_webhook_secret": None,
+        "stripe_api_base": None,
+        "stripe_price_pro": None,
+        "stripe_portal_configuration_id": None,
+        "auth_jwks_url": None,
+        "auth_issuer": None,
+        "auth_audience": None,
+        "cors_origins": None,
+        "plans_file": None,
+        "app_url": "http://localhost:3000",
+    }
+    values.update(settings_overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[ASGIApp]:
+    async with LifespanManager(create_app(settings)) as manager:
+        yield manager.app
+
+
+@pytest.fixture
+async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    return make_token
