@@ -38,5 +38,8 @@ check: lint typecheck test
 schema: $(VENV)/.synced
 	$(PY) -m app export-schema > schema.graphql
 
+bench: $(VENV)/.synced
+	$(PY) -m bench.checkout
+
 clean:
 	rm -rf $(VENV) $(TOOLS)

@@ -41,7 +41,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             '           then set the header {"Authorization": "Bearer <token>"} in GraphiQL',
             flush=True,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", server_header=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=settings.access_log,
+        server_header=False,
+    )
     return 0
 
 
@@ -85,6 +92,34 @@ def token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def portal_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Create the Billing Portal configuration in Stripe; prints its ID for the environment."""
+    import asyncio
+
+    from app.main import stripe_gateway
+    from services.billing import create_portal_configuration
+    from services.errors import DomainError
+    from services.plans import PlanCatalog
+
+    plans = PlanCatalog.load(pro_price_id=settings.stripe_price_pro, plans_file=settings.plans_file)
+
+    async def create() -> str:
+        gateway = stripe_gateway(settings)
+        try:
+            return await create_portal_configuration(gateway, plans, settings.app_url)
+        finally:
+            await gateway.aclose()
+
+    try:
+        configuration_id = asyncio.run(create())
+    except DomainError as exc:
+        print(f"Could not create the portal configuration: {exc.message}", file=sys.stderr)
+        return 1
+    print(configuration_id)
+    print(f"Set STRIPE_PORTAL_CONFIGURATION_ID={configuration_id} to use it.", file=sys.stderr)
+    return 0
+
+
 def export_schema(settings: Settings, args: argparse.Namespace) -> int:
     from schema.root import build_schema
 
@@ -104,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     token_parser.add_argument("--unverified", action="store_true", help="email_verified=false")
     token_parser.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
     token_parser.set_defaults(run=token)
+    commands.add_parser(
+        "portal-config", help="create the Stripe Billing Portal configuration, print its ID"
+    ).set_defaults(run=portal_config)
     commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         run=export_schema
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("pgserver", "alembic.runtime.plugins"):
+    for chatty in ("pgserver", "alembic.runtime.plugins", "stripe", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         result: int = args.run(Settings(), args)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from db.subscriptions import SubscriptionRecord
     from db.users import UserRecord
     from services.plans import PlanCatalog
+    from services.stripe_gateway import StripeGateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Runtime:
     plans: PlanCatalog
     authenticator: Authenticator
     http: httpx.AsyncClient
+    stripe: StripeGateway
 
 
 class Loaders:

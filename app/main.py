@@ -21,6 +21,7 @@ from app.settings import ConfigError, Settings
 from db.connection import Database
 from schema.root import build_schema
 from services.plans import PlanCatalog, PlansFileError
+from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 audience=settings.auth_audience,
             ),
             http=http,
+            stripe=stripe_gateway(settings),
         )
         try:
             yield {"runtime": runtime}
         finally:
+            await runtime.stripe.aclose()
             await http.aclose()
             await database.disconnect()
 
@@ -100,6 +103,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
         ],
         lifespan=lifespan,
+    )
+
+
+def stripe_gateway(settings: Settings) -> StripeGateway:
+    key = settings.stripe_secret_key
+    return StripeGateway(
+        key.get_secret_value() if key else None,
+        api_base=settings.stripe_api_base,
+        timeout_seconds=settings.stripe_timeout_seconds,
+        max_network_retries=settings.stripe_max_network_retries,
     )
 
 

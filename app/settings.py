@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     stripe_price_pro: str | None = None
     stripe_portal_configuration_id: str | None = None
+    stripe_timeout_seconds: float = 8.0
+    stripe_max_network_retries: int = 2
     app_url: str = "http://localhost:3000"
     cors_origins: str | None = None
     auth_jwt_secret: SecretStr | None = None
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     plans_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    access_log: bool = True
     data_dir: Path = Path(".data")
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10

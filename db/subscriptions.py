@@ -37,3 +37,19 @@ async def for_users(conn: Connection, user_ids: Sequence[str]) -> dict[str, Subs
         {"ids": list(user_ids)},
     )
     return {row["user_id"]: SubscriptionRecord.from_row(row) for row in rows}
+
+
+async def get(conn: Connection, user_id: str) -> SubscriptionRecord | None:
+    found = await for_users(conn, [user_id])
+    return found.get(user_id)
+
+
+async def ensure_free(conn: Connection, user_id: str) -> None:
+    """The row every linked user has; an existing row (even CANCELED) is kept as it is."""
+    await conn.execute(
+        """
+        INSERT INTO subscriptions (user_id, plan_id, status) VALUES (:user_id, 'free', 'active')
+        ON CONFLICT (user_id) DO NOTHING
+        """,
+        {"user_id": user_id},
+    )

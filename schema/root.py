@@ -18,8 +18,8 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from resolvers import query
-from schema.types import Plan
+from resolvers import mutation, query
+from schema.types import CheckoutSession, Plan, PortalSession
 from schema.user import User
 
 MAX_DEPTH = 10
@@ -32,6 +32,18 @@ CACHE_SIZE = 512
 class Query:
     me: User = strawberry.field(resolver=query.me)
     plans: list[Plan] = strawberry.field(resolver=query.plans, description="Public: no token")
+
+
+@strawberry.type
+class Mutation:
+    create_checkout_session: CheckoutSession = strawberry.field(
+        resolver=mutation.create_checkout_session,
+        description="Starts Stripe Checkout for a plan (PRO by default); follow the url",
+    )
+    create_portal_session: PortalSession = strawberry.field(
+        resolver=mutation.create_portal_session,
+        description="Opens the Stripe Billing Portal for the caller's customer",
+    )
 
 
 class BillingSchema(strawberry.Schema):
@@ -54,6 +66,7 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         extensions.append(DisableIntrospection)
     return BillingSchema(
         query=Query,
+        mutation=Mutation,
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=production),
     )

@@ -64,3 +64,19 @@ class UsageRecord:
     metric: str
     quantity: int
     created_at: datetime
+
+
+@strawberry.type
+class CheckoutSession:
+    id: strawberry.ID
+    url: str
+
+
+@strawberry.type
+class PortalSession:
+    url: str
+
+
+@strawberry.input
+class CreateCheckoutSessionInput:
+    plan_id: strawberry.ID = strawberry.field(default=strawberry.ID("PRO"))

@@ -24,6 +24,7 @@ from app.main import create_app
 from app.settings import Settings
 from db import embedded, migrate
 from db.urls import with_database
+from tests.fakes.stripe import FakeStripe
 from tests.helpers import TEST_JWT_SECRET, make_token
 
 
@@ -122,3 +123,34 @@ async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def token() -> Callable[..., str]:
     return make_token
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[FakeStripe]:
+    with FakeStripe() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_stripe(stripe_server: FakeStripe) -> FakeStripe:
+    """The fake Stripe, emptied for this test."""
+    stripe_server.reset()
+    return stripe_server
+
+
+@pytest.fixture
+def pro_price(fake_stripe: FakeStripe) -> str:
+    price_id: str = fake_stripe.add_price(unit_amount=1500, currency="usd", interval="month")["id"]
+    return price_id
+
+
+@pytest.fixture
+def stripe_settings(fake_stripe: FakeStripe, pro_price: str) -> dict[str, Any]:
+    """Settings that point the app's real Stripe SDK at the fake; short timeouts."""
+    return {
+        "stripe_secret_key": "sk_test_fake",
+        "stripe_api_base": fake_stripe.url,
+        "stripe_price_pro": pro_price,
+        "stripe_timeout_seconds": 2.0,
+        "stripe_max_network_retries": 2,
+    }

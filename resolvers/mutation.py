@@ -1,0 +1,37 @@
+"""Root mutation fields."""
+
+from __future__ import annotations
+
+import strawberry
+
+from app.context import Context
+from schema.types import CheckoutSession, CreateCheckoutSessionInput, PortalSession
+from services import billing
+
+
+async def create_checkout_session(
+    info: strawberry.Info[Context, None], input: CreateCheckoutSessionInput | None = None
+) -> CheckoutSession:
+    context = info.context
+    plan_id = str(input.plan_id) if input is not None else "PRO"
+    session = await billing.create_checkout_session(
+        await context.connection(),
+        context.runtime.stripe,
+        context.runtime.plans,
+        context.settings.app_url,
+        await context.user(),
+        plan_id,
+    )
+    return CheckoutSession(id=strawberry.ID(session.id), url=session.url)
+
+
+async def create_portal_session(info: strawberry.Info[Context, None]) -> PortalSession:
+    context = info.context
+    url = await billing.create_portal_session(
+        await context.connection(),
+        context.runtime.stripe,
+        context.settings.app_url,
+        context.settings.stripe_portal_configuration_id,
+        await context.user(),
+    )
+    return PortalSession(url=url)

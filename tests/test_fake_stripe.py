@@ -1,0 +1,637 @@
+"""The real ``stripe`` SDK (HTTPXClient, async) against :class:`FakeStripe` over loopback HTTP.
+
+These tests pin down the fake's contract: if the SDK can talk to it and gets Stripe-shaped
+objects, errors, retries and idempotency, the billing adapter can be tested against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+import httpx
+import pytest
+import stripe
+
+from tests.fakes.stripe import API_VERSION, FakeStripe, parse_form, sign, signed_webhook
+
+# stripe 16.1.0's HTTPXClient sends the form body as ``data=<str>``, which httpx 0.28
+# deprecates; under ``filterwarnings = ["error"]`` that warning would surface as an
+# APIConnectionError from inside the SDK. Ignore exactly that warning, nothing else
+# (pyproject.toml carries the same filter; this keeps the module self-contained).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
+)
+
+WEBHOOK_SECRET = "whsec_test_secret"
+SDK_IDEMPOTENCY_KEY = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture(scope="module")
+def fake_stripe_server() -> Iterator[FakeStripe]:
+    with FakeStripe() as fake_stripe:
+        yield fake_stripe
+
+
+@pytest.fixture
+def fake_stripe(fake_stripe_server: FakeStripe) -> FakeStripe:
+    """The module's fake, emptied (objects, requests, keys, faults) for each test."""
+    fake_stripe_server.reset()
+    return fake_stripe_server
+
+
+def make_client(
+    fake_stripe: FakeStripe, http_client: stripe.HTTPClient, api_key: str = "sk_test_fake"
+) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": fake_stripe.url},
+        http_client=http_client,
+        max_network_retries=2,
+    )
+
+
+async def close(http_client: stripe.HTTPXClient) -> None:
+    # StripeClient has no close(); the HTTP client we passed in owns the httpx.AsyncClient.
+    await http_client.close_async()  # type: ignore[no-untyped-call]  # unannotated in the SDK
+
+
+@pytest.fixture
+async def stripe_client(fake_stripe: FakeStripe) -> AsyncIterator[stripe.StripeClient]:
+    http_client = stripe.HTTPXClient()
+    yield make_client(fake_stripe, http_client)
+    await close(http_client)
+
+
+# --- customers ---------------------------------------------------------------------------
+
+
+async def test_customer_create_retrieve_update_list_delete(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    created = await stripe_client.v1.customers.create_async(
+        {"email": "ada@example.com", "name": "Ada", "metadata": {"userId": "u1", "plan": "pro"}}
+    )
+    assert created.id.startswith("cus_")
+    assert created.object == "customer"
+    assert created.livemode is False
+    assert created.email == "ada@example.com"
+    assert created.metadata is not None
+    assert created.metadata.to_dict() == {"userId": "u1", "plan": "pro"}
+    assert isinstance(created.created, int)
+
+    fetched = await stripe_client.v1.customers.retrieve_async(created.id)
+    assert fetched.to_dict() == created.to_dict()
+
+    updated = await stripe_client.v1.customers.update_async(
+        created.id, {"name": "Ada L.", "metadata": {"plan": "", "team": "t1"}}
+    )
+    assert updated.name == "Ada L."
+    assert updated.metadata is not None
+    assert updated.metadata.to_dict() == {"userId": "u1", "team": "t1"}
+
+    await stripe_client.v1.customers.create_async({"email": "other@example.com"})
+    by_email = await stripe_client.v1.customers.list_async({"email": "ada@example.com"})
+    assert by_email["object"] == "list"
+    assert by_email.url == "/v1/customers"
+    assert [c.id for c in by_email.data] == [created.id]
+    assert by_email.has_more is False
+    # Stripe's email filter is exact and case-sensitive.
+    assert (await stripe_client.v1.customers.list_async({"email": "ADA@example.com"})).data == []
+
+    deleted = await stripe_client.v1.customers.delete_async(created.id)
+    assert deleted.to_dict() == {"id": created.id, "object": "customer", "deleted": True}
+
+    again = await stripe_client.v1.customers.retrieve_async(created.id)
+    assert again.to_dict() == {"id": created.id, "object": "customer", "deleted": True}
+    assert fake_stripe.customers[created.id] == {
+        "id": created.id,
+        "object": "customer",
+        "deleted": True,
+    }
+    remaining = await stripe_client.v1.customers.list_async()
+    assert created.id not in [c.id for c in remaining.data]
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.customers.update_async(created.id, {"name": "ghost"})
+    assert excinfo.value.code == "resource_missing"
+
+
+async def test_retrieve_missing_customer_is_resource_missing(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.customers.retrieve_async("cus_missing")
+    err = excinfo.value
+    assert err.http_status == 404
+    assert err.code == "resource_missing"
+    assert err.param == "id"
+    assert err.user_message == "No such customer: 'cus_missing'"
+    body = cast(dict[str, Any], err.json_body)["error"]
+    assert body["type"] == "invalid_request_error"
+    assert body["doc_url"] == "https://stripe.com/docs/error-codes/resource-missing"
+    assert body["request_log_url"].startswith("https://dashboard.stripe.com/test/logs/req_")
+    assert err.request_id is not None
+    assert err.request_id.startswith("req_")
+    assert err.headers is not None
+    assert err.headers["stripe-version"] == API_VERSION
+    assert err.headers["stripe-should-retry"] == "false"
+    assert len(fake_stripe.requests_to("GET", "/v1/customers/")) == 1  # not retried
+
+
+async def test_customer_list_is_newest_first_and_paginates(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    ids = [(await stripe_client.v1.customers.create_async({"name": f"c{i}"})).id for i in range(3)]
+    first = await stripe_client.v1.customers.list_async({"limit": 2})
+    assert [c.id for c in first.data] == [ids[2], ids[1]]
+    assert first.has_more is True
+    rest = await stripe_client.v1.customers.list_async({"limit": 2, "starting_after": ids[1]})
+    assert [c.id for c in rest.data] == [ids[0]]
+    assert rest.has_more is False
+    assert [c.id async for c in first.auto_paging_iter()] == [ids[2], ids[1], ids[0]]
+
+
+async def test_unknown_parameter_is_rejected(stripe_client: stripe.StripeClient) -> None:
+    params = cast(Any, {"email": "a@example.com", "emial": "typo"})
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.customers.create_async(params)
+    assert excinfo.value.code == "parameter_unknown"
+    assert excinfo.value.param == "emial"
+
+
+async def test_invalid_api_key_is_401(fake_stripe: FakeStripe) -> None:
+    http_client = stripe.HTTPXClient()
+    try:
+        bad = make_client(fake_stripe, http_client, api_key="pk_test_publishable")
+        with pytest.raises(stripe.AuthenticationError) as excinfo:
+            await bad.v1.customers.list_async()
+    finally:
+        await close(http_client)
+    assert excinfo.value.http_status == 401
+    body = cast(dict[str, Any], excinfo.value.json_body)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith("Invalid API Key provided: pk_test_")
+    assert len(fake_stripe.requests) == 1
+
+
+# --- idempotency, retries, faults ----------------------------------------------------------
+
+
+async def test_idempotent_replay_returns_the_first_response(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    params: Any = {"email": "idem@example.com"}
+    first = await stripe_client.v1.customers.create_async(params, {"idempotency_key": "signup-u1"})
+    second = await stripe_client.v1.customers.create_async(params, {"idempotency_key": "signup-u1"})
+    assert second.id == first.id
+    assert len(fake_stripe.customers) == 1
+    assert second.last_response is not None
+    assert second.last_response.headers["idempotent-replayed"] == "true"
+    posts = fake_stripe.requests_to("POST", "/v1/customers")
+    assert [(r.idempotency_key, r.replayed) for r in posts] == [
+        ("signup-u1", False),
+        ("signup-u1", True),
+    ]
+
+
+async def test_idempotency_key_reused_with_other_params_is_an_error(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    await stripe_client.v1.customers.create_async(
+        {"email": "a@example.com"}, {"idempotency_key": "k"}
+    )
+    with pytest.raises(stripe.IdempotencyError) as excinfo:
+        await stripe_client.v1.customers.create_async(
+            {"email": "b@example.com"}, {"idempotency_key": "k"}
+        )
+    assert excinfo.value.http_status == 400
+    assert "same parameters" in excinfo.value.user_message
+    assert len(fake_stripe.customers) == 1
+
+
+async def test_sdk_retries_a_500_with_its_own_idempotency_key(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.fail_next(1, status=500, path="/v1/customers", method="POST")
+    customer = await stripe_client.v1.customers.create_async({"email": "retry@example.com"})
+    posts = fake_stripe.requests_to("POST", "/v1/customers")
+    assert [r.status for r in posts] == [500, 200]
+    # The SDK generates one UUID-shaped key per call and reuses it for every retry.
+    key = posts[0].idempotency_key
+    assert key is not None
+    assert SDK_IDEMPOTENCY_KEY.match(key)
+    assert posts[1].idempotency_key == key
+    assert list(fake_stripe.customers) == [customer.id]
+
+
+async def test_sdk_retries_a_429_then_succeeds(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.fail_next(1, status=429)
+    await stripe_client.v1.customers.list_async()
+    assert [r.status for r in fake_stripe.requests] == [429, 200]
+
+    fake_stripe.fail_next(1, status=429)
+    with pytest.raises(stripe.RateLimitError) as excinfo:
+        await stripe_client.v1.customers.list_async(options={"max_network_retries": 0})
+    body = cast(dict[str, Any], excinfo.value.json_body)["error"]
+    assert body["code"] == "rate_limit"
+    assert body["type"] == "invalid_request_error"
+    assert excinfo.value.headers is not None
+    assert excinfo.value.headers["stripe-should-retry"] == "true"
+
+
+async def test_injected_500_surfaces_as_api_error_without_retries(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.fail_next(1, status=500)
+    with pytest.raises(stripe.APIError) as excinfo:
+        await stripe_client.v1.customers.list_async(options={"max_network_retries": 0})
+    assert excinfo.value.http_status == 500
+    assert cast(dict[str, Any], excinfo.value.json_body)["error"]["type"] == "api_error"
+
+
+async def test_down_makes_the_sdk_raise_after_its_retries(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.down = True
+    with pytest.raises(stripe.APIConnectionError):
+        await stripe_client.v1.customers.create_async({"email": "down@example.com"})
+    attempts = fake_stripe.requests_to("POST", "/v1/customers")
+    assert len(attempts) == 3  # first try + max_network_retries=2
+    assert {r.status for r in attempts} == {0}
+    assert len({r.idempotency_key for r in attempts}) == 1
+
+    fake_stripe.down_mode = "unavailable"
+    with pytest.raises(stripe.APIError) as excinfo:
+        await stripe_client.v1.customers.list_async(options={"max_network_retries": 0})
+    assert excinfo.value.http_status == 503
+
+    fake_stripe.down = False
+    assert (await stripe_client.v1.customers.list_async()).data == []
+    assert fake_stripe.customers == {}
+
+
+async def test_latency_and_client_timeout(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.latency = 0.05
+    started = time.monotonic()
+    await stripe_client.v1.customers.list_async()
+    assert time.monotonic() - started >= 0.05
+
+    fake_stripe.latency = 0.2
+    fake_stripe.reset_requests()
+    http_client = stripe.HTTPXClient(timeout=0.05)
+    impatient = make_client(fake_stripe, http_client)
+    try:
+        with pytest.raises(stripe.APIConnectionError):
+            await impatient.v1.customers.list_async(options={"max_network_retries": 0})
+    finally:
+        await close(http_client)
+    while (
+        not fake_stripe.requests
+    ):  # the fake_stripe still answers (late); let it finish before moving on
+        await asyncio.sleep(0.01)
+
+
+# --- checkout ------------------------------------------------------------------------------
+
+
+async def test_checkout_session_for_a_seeded_price(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(
+        unit_amount=1500, currency="usd", interval="month", product_name="Pro"
+    )
+    assert price["id"].startswith("price_")
+    fetched_price = await stripe_client.v1.prices.retrieve_async(price["id"])
+    assert fetched_price.recurring is not None
+    assert fetched_price.recurring.interval == "month"
+    assert fetched_price.unit_amount == 1500
+
+    customer = await stripe_client.v1.customers.create_async({"email": "buyer@example.com"})
+    session = await stripe_client.v1.checkout.sessions.create_async(
+        {
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": price["id"], "quantity": 1}],
+            "client_reference_id": "u1",
+            "metadata": {"userId": "u1"},
+            "subscription_data": {"metadata": {"userId": "u1"}},
+            "success_url": "https://app.example/billing/success?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": "https://app.example/billing/cancel",
+        }
+    )
+    assert session.id.startswith("cs_test_")
+    assert session.object == "checkout.session"
+    assert session.url == f"{fake_stripe.url}/c/pay/{session.id}"
+    assert session.status == "open"
+    assert session.payment_status == "unpaid"
+    assert session.customer == customer.id
+    assert session.amount_total == 1500
+    assert session.client_reference_id == "u1"
+    assert session.subscription is None
+
+    sent = fake_stripe.requests_to("POST", "/v1/checkout/sessions")[0].params
+    assert sent["line_items"] == [{"price": price["id"], "quantity": "1"}]
+    assert sent["subscription_data"] == {"metadata": {"userId": "u1"}}
+
+    expanded = await stripe_client.v1.checkout.sessions.retrieve_async(
+        session.id, {"expand": ["line_items"]}
+    )
+    assert expanded.line_items is not None
+    assert [item.price.id for item in expanded.line_items.data if item.price] == [price["id"]]
+
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(session.url)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<title>Fake Stripe Checkout</title>" in page.text
+    assert session.id in page.text
+
+
+async def test_checkout_session_rejects_unknown_price_and_customer(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.create_async(
+            {"mode": "subscription", "line_items": [{"price": "price_nope", "quantity": 1}]}
+        )
+    assert excinfo.value.http_status == 400
+    assert excinfo.value.code == "resource_missing"
+    assert excinfo.value.param == "line_items[0][price]"
+
+    price = fake_stripe.add_price()
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.create_async(
+            {
+                "mode": "subscription",
+                "customer": "cus_nope",
+                "line_items": [{"price": price["id"], "quantity": 1}],
+            }
+        )
+    assert excinfo.value.code == "resource_missing"
+    assert excinfo.value.param == "customer"
+    assert excinfo.value.user_message == "No such customer: 'cus_nope'"
+    # 4xx user errors carry Stripe-Should-Retry: false, so the SDK does not retry them.
+    assert [r.status for r in fake_stripe.requests_to("POST", "/v1/checkout/sessions")] == [
+        400,
+        400,
+    ]
+    assert fake_stripe.checkout_sessions == {}
+
+
+async def test_completed_checkout_shows_up_as_a_subscription(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(interval="month")
+    customer = await stripe_client.v1.customers.create_async({"email": "sub@example.com"})
+    session = await stripe_client.v1.checkout.sessions.create_async(
+        {
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": price["id"], "quantity": 1}],
+            "subscription_data": {"metadata": {"userId": "u1"}},
+            "success_url": "https://app.example/ok",
+        }
+    )
+    before = int(time.time())
+    created = fake_stripe.complete_checkout(session.id)
+    assert created["status"] == "active"
+
+    listing = await stripe_client.v1.subscriptions.list_async({"customer": customer.id})
+    assert [s.id for s in listing.data] == [created["id"]]
+    sub = listing.data[0]
+    assert sub.id.startswith("sub_")
+    assert sub.customer == customer.id
+    assert sub.metadata.to_dict() == {"userId": "u1"}
+    # Pinned API version: the billing period lives on each subscription item.
+    assert "current_period_end" not in sub
+    item = sub.items.data[0]
+    assert item.id.startswith("si_")
+    assert item.price.id == price["id"]
+    assert item.current_period_start >= before
+    assert 28 * 86400 <= item.current_period_end - item.current_period_start <= 31 * 86400
+
+    completed = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert completed.status == "complete"
+    assert completed.payment_status == "paid"
+    assert completed.subscription == sub.id
+
+    scheduled = await stripe_client.v1.subscriptions.update_async(
+        sub.id, {"cancel_at_period_end": True, "metadata": {"reason": "too pricey"}}
+    )
+    assert scheduled.cancel_at_period_end is True
+    assert scheduled.cancel_at == item.current_period_end
+    assert scheduled.metadata.to_dict() == {"userId": "u1", "reason": "too pricey"}
+
+    canceled = await stripe_client.v1.subscriptions.cancel_async(sub.id)
+    assert canceled.status == "canceled"
+    assert canceled.canceled_at is not None
+    assert canceled.ended_at is not None
+    assert (await stripe_client.v1.subscriptions.list_async({"customer": customer.id})).data == []
+    every = await stripe_client.v1.subscriptions.list_async(
+        {"customer": customer.id, "status": "all", "expand": ["data.customer"]}
+    )
+    assert [s.id for s in every.data] == [sub.id]
+    expanded_customer = every.data[0].customer
+    assert isinstance(expanded_customer, stripe.Customer)
+    assert expanded_customer.email == "sub@example.com"
+
+
+async def test_hosted_checkout_pay_button_completes_and_redirects(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price()
+    session = await stripe_client.v1.checkout.sessions.create_async(
+        {
+            "mode": "subscription",
+            "customer_email": "new@example.com",
+            "line_items": [{"price": price["id"], "quantity": 2}],
+            "success_url": "https://app.example/ok?session_id={CHECKOUT_SESSION_ID}",
+        }
+    )
+    assert session.customer is None
+    async with httpx.AsyncClient() as browser:
+        paid = await browser.post(f"{fake_stripe.url}/c/pay/{session.id}/complete")
+    assert paid.status_code == 303
+    assert paid.headers["location"] == f"https://app.example/ok?session_id={session.id}"
+
+    completed = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert completed.status == "complete"
+    assert completed.url is None
+    assert isinstance(completed.customer, str)  # created from customer_email, as Stripe does
+    customer = await stripe_client.v1.customers.retrieve_async(completed.customer)
+    assert customer.email == "new@example.com"
+    assert completed.subscription is not None
+    sub = await stripe_client.v1.subscriptions.retrieve_async(str(completed.subscription))
+    assert sub.items.data[0].quantity == 2
+
+
+async def test_concurrent_requests_are_safe(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.latency = 0.01
+    created = await asyncio.gather(
+        *(
+            stripe_client.v1.customers.create_async({"email": f"c{i}@example.com"})
+            for i in range(20)
+        )
+    )
+    assert len({c.id for c in created}) == 20
+    assert len(fake_stripe.customers) == 20
+    assert len(fake_stripe.requests_to("POST", "/v1/customers")) == 20
+
+
+async def test_subscription_helpers_and_dashboard_deletion(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price()
+    customer = await stripe_client.v1.customers.create_async({"email": "pd@example.com"})
+    sub = fake_stripe.create_subscription(customer.id, price["id"], metadata={"userId": "u9"})
+    fake_stripe.set_subscription_status(sub["id"], "past_due", current_period_end=1_900_000_000)
+    fetched = await stripe_client.v1.subscriptions.retrieve_async(sub["id"])
+    assert fetched.status == "past_due"
+    assert fetched.items.data[0].current_period_end == 1_900_000_000
+
+    fake_stripe.delete_customer_directly(customer.id)
+    gone = await stripe_client.v1.customers.retrieve_async(customer.id)
+    assert gone.deleted is True
+    assert fake_stripe.subscriptions[sub["id"]]["status"] == "canceled"
+
+
+# --- billing portal ------------------------------------------------------------------------
+
+
+async def test_portal_configuration_and_session(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(product_name="Pro")
+    config = await stripe_client.v1.billing_portal.configurations.create_async(
+        {
+            "business_profile": {"headline": "Manage your plan"},
+            "default_return_url": "https://app.example/account",
+            "features": {
+                "customer_update": {"enabled": True, "allowed_updates": ["email", "address"]},
+                "invoice_history": {"enabled": True},
+                "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price"],
+                    "products": [{"product": price["product"], "prices": [price["id"]]}],
+                },
+            },
+        }
+    )
+    assert config.id.startswith("bpc_")
+    assert config.object == "billing_portal.configuration"
+    assert config.business_profile.headline == "Manage your plan"
+    assert config.features.customer_update.allowed_updates == ["email", "address"]
+    assert config.features.subscription_cancel.mode == "at_period_end"
+    products = config.features.subscription_update.products
+    assert products is not None
+    assert products[0].prices == [price["id"]]
+    assert config.features.payment_method_update.enabled is False
+    sent = fake_stripe.requests_to("POST", "/v1/billing_portal/configurations")[0].params
+    assert sent["features"]["subscription_update"]["products"][0]["prices"] == [price["id"]]
+
+    fetched = await stripe_client.v1.billing_portal.configurations.retrieve_async(config.id)
+    assert fetched.to_dict() == config.to_dict()
+
+    customer = await stripe_client.v1.customers.create_async({"email": "portal@example.com"})
+    session = await stripe_client.v1.billing_portal.sessions.create_async(
+        {"customer": customer.id, "configuration": config.id}
+    )
+    assert session.id.startswith("bps_")
+    assert session.object == "billing_portal.session"
+    assert session.configuration == config.id
+    assert session.return_url == "https://app.example/account"
+    assert session.url == f"{fake_stripe.url}/p/session/{session.id}"
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(session.url)
+    assert page.status_code == 200
+    assert session.id in page.text
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.billing_portal.sessions.create_async({"customer": "cus_nope"})
+    assert (excinfo.value.code, excinfo.value.param) == ("resource_missing", "customer")
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.billing_portal.sessions.create_async(
+            {"customer": customer.id, "configuration": "bpc_nope"}
+        )
+    assert (excinfo.value.code, excinfo.value.param) == ("resource_missing", "configuration")
+
+
+# --- webhooks & wire format ----------------------------------------------------------------
+
+
+async def test_webhook_signature_verifies_with_the_sdk(fake_stripe: FakeStripe) -> None:
+    price = fake_stripe.add_price()
+    customer = fake_stripe.add_customer("hook@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], price["id"])
+    event = fake_stripe.event(
+        "customer.subscription.updated", sub, previous_attributes={"status": "trialing"}
+    )
+    assert event["id"].startswith("evt_")
+    assert event["api_version"] == API_VERSION == stripe.api_version
+    payload, headers = signed_webhook(event, WEBHOOK_SECRET)
+
+    verified = stripe.Webhook.construct_event(
+        payload, headers["Stripe-Signature"], WEBHOOK_SECRET, tolerance=300
+    )
+    assert verified.id == event["id"]
+    assert verified.type == "customer.subscription.updated"
+    assert verified.data.object["id"] == sub["id"]
+    assert verified.data.previous_attributes is not None
+    assert verified.data.previous_attributes["status"] == "trialing"
+
+    rolled = sign(payload, "whsec_old", extra_secrets=[WEBHOOK_SECRET])
+    assert rolled.count("v1=") == 2
+    stripe.Webhook.construct_event(payload, rolled, WEBHOOK_SECRET, tolerance=300)
+
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(
+            payload, headers["Stripe-Signature"], "whsec_wrong", tolerance=300
+        )
+    stale = sign(payload, WEBHOOK_SECRET, timestamp=int(time.time()) - 600)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload, stale, WEBHOOK_SECRET, tolerance=300)
+
+
+async def test_requests_are_recorded_with_decoded_params(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    await stripe_client.v1.customers.list_async({"email": "x@example.com", "limit": 3})
+    (recorded,) = fake_stripe.requests_to("GET", "/v1/customers")
+    assert recorded.params == {"email": "x@example.com", "limit": "3"}
+    assert recorded.idempotency_key is None  # the SDK only adds keys to POSTs
+    assert recorded.stripe_version == API_VERSION
+    assert recorded.status == 200
+    fake_stripe.reset_requests()
+    assert fake_stripe.requests == []
+
+
+def test_parse_form_decodes_stripe_brackets() -> None:
+    pairs = [
+        ("metadata[userId]", "u1"),
+        ("line_items[0][price]", "price_a"),
+        ("line_items[0][quantity]", "1"),
+        ("line_items[1][price]", "price_b"),
+        ("features[subscription_update][products][0][prices][0]", "price_a"),
+        ("features[subscription_update][products][0][prices][1]", "price_b"),
+        ("expand[]", "customer"),
+        ("expand[]", "subscription"),
+        ("email", ""),
+    ]
+    assert parse_form(pairs) == {
+        "metadata": {"userId": "u1"},
+        "line_items": [{"price": "price_a", "quantity": "1"}, {"price": "price_b"}],
+        "features": {"subscription_update": {"products": [{"prices": ["price_a", "price_b"]}]}},
+        "expand": ["customer", "subscription"],
+        "email": "",
+    }
