@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from app.settings import ConfigError, Settings
+from db.connection import Database
+from services.plans import PlanCatalog
+from services.stripe_gateway import StripeGateway
 
 
 def _database_url(settings: Settings) -> str:
@@ -94,12 +100,10 @@ def token(settings: Settings, args: argparse.Namespace) -> int:
 
 def portal_config(settings: Settings, args: argparse.Namespace) -> int:
     """Create the Billing Portal configuration in Stripe; prints its ID for the environment."""
-    import asyncio
 
     from app.main import stripe_gateway
     from services.billing import create_portal_configuration
     from services.errors import DomainError
-    from services.plans import PlanCatalog
 
     plans = PlanCatalog.load(pro_price_id=settings.stripe_price_pro, plans_file=settings.plans_file)
 
@@ -118,6 +122,87 @@ def portal_config(settings: Settings, args: argparse.Namespace) -> int:
     print(configuration_id)
     print(f"Set STRIPE_PORTAL_CONFIGURATION_ID={configuration_id} to use it.", file=sys.stderr)
     return 0
+
+
+@asynccontextmanager
+async def _runtime(
+    settings: Settings,
+) -> AsyncIterator[tuple[Database, StripeGateway, PlanCatalog]]:
+    """The database, Stripe and plans, as the server would have them, for one command."""
+    from app.main import stripe_gateway
+
+    database = Database(_database_url(settings), min_size=1, max_size=2)
+    await database.connect()
+    gateway = stripe_gateway(settings)
+    try:
+        yield (
+            database,
+            gateway,
+            PlanCatalog.load(
+                pro_price_id=settings.stripe_price_pro, plans_file=settings.plans_file
+            ),
+        )
+    finally:
+        await gateway.aclose()
+        await database.disconnect()
+
+
+def events(settings: Settings, args: argparse.Namespace) -> int:
+    """List stored Stripe events, or put failed ones back in line and process them now."""
+    from app.worker import Worker
+    from db import events as db_events
+
+    async def run() -> int:
+        async with (
+            _runtime(settings) as (database, gateway, plans),
+            database.connection() as conn,
+        ):
+            if args.replay or args.replay_failed:
+                requeued = await db_events.requeue(conn, args.replay or None)
+                handled = await Worker(database, gateway, plans).drain()
+                print(f"Requeued {requeued} event(s); processed {handled} item(s).")
+            found = await db_events.listing(conn, args.status, args.limit)
+        for event in found:
+            print(
+                f"{event.id}  {event.type:32} {event.status:9} attempts={event.attempts:<3}"
+                f" received={event.received_at:%Y-%m-%d %H:%M:%S}"
+                + (f"  last_error={event.last_error}" if event.last_error else "")
+            )
+        if not found:
+            print("No events.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def resync(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-read every linked customer and its subscriptions from Stripe; report changes."""
+    from services.errors import DomainError
+    from services.recovery import resync_all
+
+    async def run() -> int:
+        async with (
+            _runtime(settings) as (database, gateway, plans),
+            database.connection() as conn,
+        ):
+            results = await resync_all(conn, gateway, plans)
+        for result in results:
+            if result.changed:
+                what = (
+                    (["customer deleted in Stripe: unlinked"] if result.customer_gone else [])
+                    + (["customer updated"] if result.customer_changed else [])
+                    + (["subscription updated"] if result.subscription_changed else [])
+                )
+                print(f"{result.user_id} ({result.customer_id}): {', '.join(what)}")
+        changed = sum(1 for r in results if r.changed)
+        print(f"Checked {len(results)} customer(s); {changed} changed.")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except DomainError as exc:
+        print(f"Resync failed: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def export_schema(settings: Settings, args: argparse.Namespace) -> int:
@@ -142,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "portal-config", help="create the Stripe Billing Portal configuration, print its ID"
     ).set_defaults(run=portal_config)
+    events_parser = commands.add_parser("events", help="list or replay stored Stripe events")
+    events_parser.add_argument(
+        "--status", choices=["pending", "processed", "ignored", "failed"], default=None
+    )
+    events_parser.add_argument("--limit", type=int, default=50)
+    events_parser.add_argument("--replay", nargs="+", metavar="EVENT_ID", help="replay these")
+    events_parser.add_argument("--replay-failed", action="store_true", help="replay all failed")
+    events_parser.set_defaults(run=events)
+    commands.add_parser(
+        "resync", help="re-read every linked customer and subscription from Stripe"
+    ).set_defaults(run=resync)
     commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         run=export_schema
     )

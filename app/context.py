@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from app.auth import Authenticator
     from app.settings import Settings
+    from app.worker import Worker
     from db.customers import CustomerRecord
     from db.subscriptions import SubscriptionRecord
     from db.users import UserRecord
@@ -36,6 +37,7 @@ class Runtime:
     authenticator: Authenticator
     http: httpx.AsyncClient
     stripe: StripeGateway
+    worker: Worker
 
 
 class Loaders:

@@ -10,14 +10,18 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
 from app.auth import Authenticator, JwksCache, development_secret
 from app.context import Runtime
+from app.export_route import account_export
 from app.graphql import GraphQLView
 from app.health import healthz, readyz
 from app.middleware import LimitBody, RequestId
 from app.settings import ConfigError, Settings
+from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
+from app.webhooks import stripe_webhook
+from app.worker import Worker, WorkerSettings
 from db.connection import Database
 from schema.root import build_schema
 from services.plans import PlanCatalog, PlansFileError
@@ -62,6 +66,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.auth_jwks_url
             else None
         )
+        stripe = stripe_gateway(settings)
+        worker = Worker(
+            database, stripe, plans, WorkerSettings(poll_interval=settings.worker_poll_seconds)
+        )
         runtime = Runtime(
             settings=settings,
             database=database,
@@ -73,11 +81,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 audience=settings.auth_audience,
             ),
             http=http,
-            stripe=stripe_gateway(settings),
+            stripe=stripe,
+            worker=worker,
         )
+        if settings.run_worker:
+            worker.start()
         try:
             yield {"runtime": runtime}
         finally:
+            await worker.stop()
             await runtime.stripe.aclose()
             await http.aclose()
             await database.disconnect()
@@ -88,6 +100,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             Route("/graphql", LimitBody(graphql, GRAPHQL_MAX_BODY_BYTES), methods=["GET", "POST"]),
+            Route(
+                "/webhooks/stripe",
+                LimitBody(request_response(stripe_webhook), WEBHOOK_MAX_BODY_BYTES),
+                methods=["POST"],
+            ),
+            Route("/account/export", account_export, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

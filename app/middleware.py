@@ -24,7 +24,8 @@ class RequestId:
             return
         incoming = Headers(scope=scope).get("x-request-id", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        # A copy per request: servers may hand every request the same lifespan state dict.
+        scope["state"] = {**scope.get("state", {}), "request_id": request_id}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     access_log: bool = True
+    run_worker: bool = True
+    worker_poll_seconds: float = 1.0
     data_dir: Path = Path(".data")
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
@@ -85,6 +87,14 @@ class Settings(BaseSettings):
     def allowed_origins(self) -> list[str]:
         raw = self.cors_origins if self.cors_origins is not None else self.app_url
         return [origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip()]
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Several during a rotation: `whsec_new,whsec_old`."""
+        if self.stripe_webhook_secret is None:
+            return []
+        raw = self.stripe_webhook_secret.get_secret_value()
+        return [secret.strip() for secret in raw.split(",") if secret.strip()]
 
     def problems(self) -> list[str]:
         """What stops this configuration from serving; empty when it can start."""

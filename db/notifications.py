@@ -31,3 +31,10 @@ async def newest(conn: Connection, user_id: str, limit: int) -> list[Notificatio
         {"user_id": user_id, "limit": limit},
     )
     return [NotificationRecord.from_row(row) for row in rows]
+
+
+async def add(conn: Connection, user_id: str, kind: str, message: str) -> None:
+    await conn.execute(
+        "INSERT INTO notifications (user_id, kind, message) VALUES (:user_id, :kind, :message)",
+        {"user_id": user_id, "kind": kind, "message": message},
+    )

@@ -53,3 +53,60 @@ async def ensure_free(conn: Connection, user_id: str) -> None:
         """,
         {"user_id": user_id},
     )
+
+
+async def write_state(
+    conn: Connection,
+    user_id: str,
+    *,
+    plan_id: str,
+    status: str,
+    stripe_subscription_id: str | None,
+    price_id: str | None,
+    cancel_at_period_end: bool,
+    current_period_end: datetime | None,
+) -> bool:
+    """Store the subscription as Stripe holds it now; True when something changed."""
+    changed = await conn.fetch_val(
+        """
+        INSERT INTO subscriptions AS s (user_id, plan_id, status, stripe_subscription_id,
+            price_id, cancel_at_period_end, current_period_end)
+        VALUES (:user_id, :plan_id, :status, :sub, :price, :cape, :cpe)
+        ON CONFLICT (user_id) DO UPDATE SET
+            plan_id = EXCLUDED.plan_id,
+            status = EXCLUDED.status,
+            stripe_subscription_id = EXCLUDED.stripe_subscription_id,
+            price_id = EXCLUDED.price_id,
+            cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+            current_period_end = EXCLUDED.current_period_end,
+            updated_at = now()
+        WHERE (s.plan_id, s.status, s.stripe_subscription_id, s.price_id,
+               s.cancel_at_period_end, s.current_period_end)
+          IS DISTINCT FROM (EXCLUDED.plan_id, EXCLUDED.status, EXCLUDED.stripe_subscription_id,
+               EXCLUDED.price_id, EXCLUDED.cancel_at_period_end, EXCLUDED.current_period_end)
+        RETURNING true
+        """,
+        {
+            "user_id": user_id,
+            "plan_id": plan_id,
+            "status": status,
+            "sub": stripe_subscription_id,
+            "price": price_id,
+            "cape": cancel_at_period_end,
+            "cpe": current_period_end,
+        },
+    )
+    return changed is True
+
+
+async def mark_canceled(conn: Connection, user_id: str) -> bool:
+    changed = await conn.fetch_val(
+        """
+        UPDATE subscriptions SET status = 'canceled', cancel_at_period_end = false,
+            updated_at = now()
+        WHERE user_id = :user_id AND status <> 'canceled'
+        RETURNING true
+        """,
+        {"user_id": user_id},
+    )
+    return changed is True

@@ -31,3 +31,18 @@ async def newest(conn: Connection, user_id: str, limit: int) -> list[UsageRecord
         {"user_id": user_id, "limit": limit},
     )
     return [UsageRecordRow.from_row(row) for row in rows]
+
+
+async def insert(
+    conn: Connection, user_id: str, metric: str, quantity: int
+) -> UsageRecordRow | None:
+    """Record usage for an existing user; None when there is no such user."""
+    row = await conn.fetch_one(
+        """
+        INSERT INTO usage_records (user_id, metric, quantity)
+        SELECT id, :metric, :quantity FROM users WHERE id = :user_id
+        RETURNING id, user_id, metric, quantity, created_at
+        """,
+        {"user_id": user_id, "metric": metric, "quantity": quantity},
+    )
+    return None if row is None else UsageRecordRow.from_row(row)

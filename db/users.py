@@ -10,7 +10,7 @@ from db.connection import Connection, as_dict, raw
 
 _COLUMNS = (
     "id, email, email_verified, first_name, last_name, phone, profile_updated_at, "
-    "created_at, updated_at"
+    "tokens_not_before, created_at, updated_at"
 )
 
 
@@ -23,6 +23,7 @@ class UserRecord:
     last_name: str | None
     phone: str | None
     profile_updated_at: datetime | None
+    tokens_not_before: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -47,12 +48,15 @@ async def insert_if_absent(
     first_name: str | None,
     last_name: str | None,
     phone: str | None,
+    tokens_not_before: datetime | None = None,
 ) -> UserRecord | None:
     """Insert a new user; None when another request inserted it first."""
     row = await conn.fetch_one(
         f"""
-        INSERT INTO users (id, email, email_verified, first_name, last_name, phone)
-        VALUES (:id, :email, :email_verified, :first_name, :last_name, :phone)
+        INSERT INTO users (id, email, email_verified, first_name, last_name, phone,
+            tokens_not_before)
+        VALUES (:id, :email, :email_verified, :first_name, :last_name, :phone,
+            :tokens_not_before)
         ON CONFLICT (id) DO NOTHING
         RETURNING {_COLUMNS}
         """,  # noqa: S608
@@ -63,6 +67,7 @@ async def insert_if_absent(
             "first_name": first_name,
             "last_name": last_name,
             "phone": phone,
+            "tokens_not_before": tokens_not_before,
         },
     )
     return None if row is None else UserRecord.from_row(row)
@@ -80,3 +85,51 @@ async def update_identity(
         {"id": user_id, "email": email, "email_verified": email_verified},
     )
     return None if row is None else UserRecord.from_row(row)
+
+
+async def update_profile(
+    conn: Connection, user_id: str, values: dict[str, str | None]
+) -> UserRecord | None:
+    """Set the given profile columns (first_name, last_name, phone) as the user's own."""
+    allowed = {"first_name", "last_name", "phone"}
+    assert set(values) <= allowed, values
+    assignments = "".join(f"{column} = :{column}, " for column in sorted(values))
+    row = await conn.fetch_one(
+        f"""
+        UPDATE users SET {assignments}profile_updated_at = now(), updated_at = now()
+        WHERE id = :id
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608
+        {"id": user_id, **values},
+    )
+    return None if row is None else UserRecord.from_row(row)
+
+
+async def apply_stripe_profile(
+    conn: Connection,
+    user_id: str,
+    *,
+    first_name: str | None,
+    last_name: str | None,
+    phone: str | None,
+    changed_at: datetime,
+) -> bool:
+    """Take Stripe's name and phone unless the user edited their profile after `changed_at`."""
+    changed = await conn.fetch_val(
+        """
+        UPDATE users SET first_name = :first_name, last_name = :last_name, phone = :phone,
+            updated_at = now()
+        WHERE id = :id
+          AND (profile_updated_at IS NULL OR profile_updated_at <= :changed_at)
+          AND (first_name, last_name, phone) IS DISTINCT FROM (:first_name, :last_name, :phone)
+        RETURNING true
+        """,
+        {
+            "id": user_id,
+            "first_name": first_name,
+            "last_name": last_name,
+            "phone": phone,
+            "changed_at": changed_at,
+        },
+    )
+    return changed is True

@@ -18,8 +18,9 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from resolvers import mutation, query
-from schema.types import CheckoutSession, Plan, PortalSession
+from resolvers import account, mutation, profile, query
+from schema.export import DeleteAccountResult, Export
+from schema.types import CheckoutSession, Plan, PortalSession, Subscription
 from schema.user import User
 
 MAX_DEPTH = 10
@@ -32,6 +33,10 @@ CACHE_SIZE = 512
 class Query:
     me: User = strawberry.field(resolver=query.me)
     plans: list[Plan] = strawberry.field(resolver=query.plans, description="Public: no token")
+    export: Export = strawberry.field(
+        resolver=account.export_account,
+        description="Everything we hold about the caller; also GET /account/export",
+    )
 
 
 @strawberry.type
@@ -43,6 +48,21 @@ class Mutation:
     create_portal_session: PortalSession = strawberry.field(
         resolver=mutation.create_portal_session,
         description="Opens the Stripe Billing Portal for the caller's customer",
+    )
+    delete_account: DeleteAccountResult = strawberry.field(
+        resolver=account.delete_account,
+        description="Cancels the caller's subscriptions at once, then deletes the account "
+        "and all its data",
+    )
+    update_profile: User = strawberry.field(
+        resolver=profile.update_profile,
+        description="Saved at once; synced to the Stripe customer in the background",
+    )
+    sync_subscription: Subscription | None = strawberry.field(
+        resolver=profile.sync_subscription,
+        description="Re-reads the caller's subscription from Stripe now. The SPA calls it on "
+        "returning from Checkout, so the new plan shows before the webhook arrives. "
+        "Null without a customer.",
     )
 
 

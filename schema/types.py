@@ -80,3 +80,10 @@ class PortalSession:
 @strawberry.input
 class CreateCheckoutSessionInput:
     plan_id: strawberry.ID = strawberry.field(default=strawberry.ID("PRO"))
+
+
+@strawberry.input(description="An omitted field is left as it is; null clears it.")
+class UpdateProfileInput:
+    first_name: str | None = strawberry.UNSET
+    last_name: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET

@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 
 from db import customers as db_customers
 from db import subscriptions as db_subscriptions
+from db import users as db_users
 from db.connection import Connection
 from db.customers import CustomerRecord
 from db.users import UserRecord
+from services.errors import Unauthenticated
 from services.stripe_gateway import StripeCustomer, StripeGateway
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ async def get_or_create(
     stripe.require()
     async with conn.transaction():
         await db_customers.lock_for_user(conn, user.id)
+        if await db_users.get(conn, user.id) is None:
+            raise Unauthenticated("This account no longer exists")  # deleted while we waited
         existing = await db_customers.get(conn, user.id)
         if existing is not None:
             if existing.stripe_customer_id != replacing:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,47 @@ from services.errors import PaymentProviderError, StripeNotConfigured
 log = logging.getLogger(__name__)
 
 API_VERSION: str = stripe.api_version
+
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class InvalidWebhook(Exception):
+    """A webhook body that is not provably from Stripe, or too old, or too far ahead."""
+
+
+def verify_webhook(
+    payload: bytes,
+    signature_header: str | None,
+    secrets: Sequence[str],
+    *,
+    tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
+) -> None:
+    """Stripe's `t=…,v1=…` scheme, checked by the SDK against each configured secret.
+
+    Several secrets are accepted during a rotation. The SDK rejects stale timestamps; we
+    also reject ones from beyond the tolerance in the future.
+    """
+    if not signature_header:
+        raise InvalidWebhook("missing Stripe-Signature header")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidWebhook("body is not UTF-8") from exc
+    timestamps = [part[2:] for part in signature_header.split(",") if part.strip().startswith("t=")]
+    if len(timestamps) != 1 or not timestamps[0].strip().isdigit():
+        raise InvalidWebhook("malformed Stripe-Signature header")
+    if int(timestamps[0]) > time.time() + tolerance:
+        raise InvalidWebhook("timestamp is in the future")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, signature_header, secret, tolerance)
+        except stripe.SignatureVerificationError as exc:
+            if "tolerance" in str(exc):
+                raise InvalidWebhook("timestamp outside the tolerance") from exc
+            continue
+        return
+    raise InvalidWebhook("no signature matches")
 
 
 class CustomerGone(Exception):

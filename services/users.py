@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from db import jobs as db_jobs
+from db import tombstones as db_tombstones
 from db import users as db_users
 from db.connection import Connection
 from db.users import UserRecord
-from services.errors import BadUserInput
+from services.errors import BadUserInput, Unauthenticated
 from services.validation import clean_name, normalize_phone, split_full_name
 
 
@@ -46,10 +48,25 @@ def _initial_profile(identity: Identity) -> tuple[str | None, str | None, str | 
     return first, last, phone
 
 
+async def _refuse_if_deleted(conn: Connection, identity: Identity) -> datetime | None:
+    """A token from before the account's deletion must not provision it again.
+
+    Checked only when the user row is missing, so it costs nothing on ordinary requests.
+    A token without `iat` cannot prove it is newer, so it is refused too.
+    """
+    tombstone = await db_tombstones.get(conn, identity.subject)
+    if tombstone is not None and (
+        identity.issued_at is None or identity.issued_at <= tombstone.deleted_at
+    ):
+        raise Unauthenticated("This account was deleted")
+    return None if tombstone is None else tombstone.deleted_at
+
+
 async def current_user(conn: Connection, identity: Identity) -> UserRecord:
     """The caller's row. Email follows the latest token; the profile is filled only once."""
     user = await db_users.get(conn, identity.subject)
     if user is None:
+        deleted_at = await _refuse_if_deleted(conn, identity)
         first, last, phone = _initial_profile(identity)
         user = await db_users.insert_if_absent(
             conn,
@@ -59,14 +76,24 @@ async def current_user(conn: Connection, identity: Identity) -> UserRecord:
             first_name=first,
             last_name=last,
             phone=phone,
+            tokens_not_before=deleted_at,
         )
         if user is None:  # a concurrent first request inserted it
             user = await db_users.get(conn, identity.subject)
             assert user is not None
+    if user.tokens_not_before is not None and (
+        identity.issued_at is None or identity.issued_at <= user.tokens_not_before
+    ):
+        raise Unauthenticated("This account was deleted")
     if user.email != identity.email or user.email_verified != identity.email_verified:
-        updated = await db_users.update_identity(
-            conn, user.id, email=identity.email, email_verified=identity.email_verified
-        )
-        assert updated is not None
+        email_changed = user.email != identity.email
+        async with conn.transaction():
+            updated = await db_users.update_identity(
+                conn, user.id, email=identity.email, email_verified=identity.email_verified
+            )
+            assert updated is not None
+            if email_changed and identity.email:
+                # The Stripe customer follows the provider's email like a profile edit.
+                await db_jobs.enqueue(conn, user.id, db_jobs.PROFILE_SYNC)
         user = updated
     return user

@@ -20,6 +20,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp
 
+from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
 from db import embedded, migrate
@@ -93,6 +94,7 @@ def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, An
         "data_dir": tmp_path / "data",
         "stripe_secret_key": None,
         "stripe_webhook_secret": None,
+        "run_worker": False,
         "stripe_api_base": None,
         "stripe_price_pro": None,
         "stripe_portal_configuration_id": None,
@@ -108,9 +110,21 @@ def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, An
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[ASGIApp]:
+async def lifespan(settings: Settings) -> AsyncIterator[LifespanManager]:
     async with LifespanManager(create_app(settings)) as manager:
-        yield manager.app
+        yield manager
+
+
+@pytest.fixture
+def app(lifespan: LifespanManager) -> ASGIApp:
+    return lifespan.app
+
+
+@pytest.fixture
+def runtime(lifespan: LifespanManager) -> Runtime:
+    """What the lifespan built (pool, Stripe gateway, worker), for driving the worker."""
+    runtime: Runtime = lifespan._state["runtime"]
+    return runtime
 
 
 @pytest.fixture

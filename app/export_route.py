@@ -1,0 +1,151 @@
+"""`GET /account/export`: the caller's `export` as a JSON file to keep.
+
+The body has the field names of the GraphQL `export`. When Stripe cannot be asked for the
+customer, the file still comes (200) with `stripeCustomer: null` and an `errors` entry
+saying why, as GraphQL would: a user downloading their data is better served by all we
+hold plus a note on the missing part than by nothing at all, and can download again later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.context import Runtime
+from app.errors import INTERNAL, code_for
+from db.customers import CustomerRecord
+from db.subscriptions import SubscriptionRecord
+from db.usage import UsageRecordRow
+from db.users import UserRecord
+from services import export
+from services.errors import DomainError, PaymentProviderError, StripeNotConfigured, Unauthenticated
+from services.users import current_user
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._@+-]")
+MAX_FILENAME_ID = 200
+
+
+def filename(user_id: str) -> str:
+    """`customer-data-<user id>.json`, with anything that could break out of the quoted
+    header value or name a path (quotes, backslashes, slashes, control and non-ASCII
+    characters) replaced by `_`, and bounded in length."""
+    return f"customer-data-{_UNSAFE_IN_FILENAME.sub('_', user_id)[:MAX_FILENAME_ID]}.json"
+
+
+def _error(error: DomainError, path: list[str] | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "message": error.message,
+        "extensions": {**error.extensions, "code": code_for(error)},
+    }
+    if path is not None:
+        entry["path"] = path
+    return entry
+
+
+def _user(record: UserRecord, customer: CustomerRecord | None) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "email": record.email,
+        "emailVerified": record.email_verified,
+        "firstName": record.first_name,
+        "lastName": record.last_name,
+        "phone": record.phone,
+        "customer": None
+        if customer is None
+        else {
+            "id": customer.stripe_customer_id,
+            "email": customer.email,
+            "name": customer.name,
+            "phone": customer.phone,
+            "createdAt": customer.created_at.isoformat(),
+        },
+    }
+
+
+def _subscription(record: SubscriptionRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "planId": record.plan_id,
+        "status": record.status.upper(),
+        "stripeSubscriptionId": record.stripe_subscription_id,
+        "priceId": record.price_id,
+        "cancelAtPeriodEnd": record.cancel_at_period_end,
+        "currentPeriodEnd": None
+        if record.current_period_end is None
+        else record.current_period_end.isoformat(),
+        "updatedAt": record.updated_at.isoformat(),
+    }
+
+
+def _usage(record: UsageRecordRow) -> dict[str, Any]:
+    return {
+        "id": str(record.id),
+        "metric": record.metric,
+        "quantity": record.quantity,
+        "createdAt": record.created_at.isoformat(),
+    }
+
+
+def document(
+    data: export.AccountExport,
+    stripe_customer: Mapping[str, Any] | None,
+    errors: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The export as the GraphQL `export` field would answer it, all fields selected."""
+    body: dict[str, Any] = {
+        "userProfile": _user(data.user, data.customer),
+        "subscription": _subscription(data.subscription),
+        "usageRecords": [_usage(r) for r in data.usage_records],
+        "stripeCustomer": None if stripe_customer is None else dict(stripe_customer),
+        "exportTimestamp": data.exported_at.isoformat(),
+        "exportVersion": data.version,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+async def account_export(request: Request) -> Response:
+    """Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or bad token."""
+    try:
+        return await _download(request.state.runtime, request.headers.get("authorization"))
+    except Unauthenticated as exc:
+        return JSONResponse({"errors": [_error(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"})
+    except Exception:
+        request_id = request.state.request_id
+        log.exception("account export failed", extra={"request_id": request_id})
+        masked = {"code": INTERNAL, "requestId": request_id}
+        return JSONResponse(
+            {"errors": [{"message": "Internal server error", "extensions": masked}]}, 500
+        )
+
+
+async def _download(runtime: Runtime, authorization: str | None) -> Response:
+    identity = await runtime.authenticator.identify(authorization)
+    async with runtime.database.connection() as conn:  # given back before Stripe is asked
+        data = await export.our_data(conn, await current_user(conn, identity))
+    customer_id = None if data.customer is None else data.customer.stripe_customer_id
+    errors: list[dict[str, Any]] = []
+    try:
+        stripe_customer = await export.stripe_customer(runtime.stripe, customer_id)
+    except (PaymentProviderError, StripeNotConfigured) as exc:
+        stripe_customer = None
+        errors.append(_error(exc, ["stripeCustomer"]))
+    return Response(
+        json.dumps(document(data, stripe_customer, errors), ensure_ascii=False, indent=2),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename(data.user.id)}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

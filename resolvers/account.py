@@ -1,0 +1,49 @@
+"""The caller's whole account: `export` and `deleteAccount`."""
+
+from __future__ import annotations
+
+import strawberry
+
+from app.context import Context
+from resolvers.query import to_user
+from resolvers.users import to_subscription
+from schema.export import DeleteAccountInput, DeleteAccountResult, Export
+from schema.types import UsageRecord
+from services import deletion, export
+
+
+async def export_account(info: strawberry.Info[Context, None]) -> Export:
+    context = info.context
+    data = await export.our_data(await context.connection(), await context.user())
+    # `userProfile { customer subscription }` then answer from the same snapshot.
+    context.loaders.customer.prime(data.user.id, data.customer)
+    context.loaders.subscription.prime(data.user.id, data.subscription)
+    return Export(
+        user_profile=to_user(data.user),
+        subscription=None if data.subscription is None else to_subscription(data.subscription),
+        usage_records=[
+            UsageRecord(
+                id=strawberry.ID(str(r.id)),
+                metric=r.metric,
+                quantity=r.quantity,
+                created_at=r.created_at,
+            )
+            for r in data.usage_records
+        ],
+        export_timestamp=data.exported_at,
+        export_version=data.version,
+        stripe_customer_id=None if data.customer is None else data.customer.stripe_customer_id,
+    )
+
+
+async def delete_account(
+    info: strawberry.Info[Context, None], input: DeleteAccountInput | None = None
+) -> DeleteAccountResult:
+    context = info.context
+    message = await deletion.delete_account(
+        await context.connection(),
+        context.runtime.stripe,
+        await context.user(),
+        delete_from_stripe=input is not None and input.delete_from_stripe,
+    )
+    return DeleteAccountResult(success=True, message=message)

@@ -1,0 +1,46 @@
+"""The data export and account deletion types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.context import Context
+from resolvers import export
+from schema.types import Subscription, UsageRecord
+from schema.user import User
+
+
+@strawberry.type(description="Everything we hold about the caller, for download (GDPR)")
+class Export:
+    user_profile: User
+    subscription: Subscription | None
+    usage_records: list[UsageRecord] = strawberry.field(description="Newest first, at most 1000")
+    export_timestamp: datetime = strawberry.field(
+        description="The instant our rows were read at, in one consistent snapshot"
+    )
+    export_version: str
+    stripe_customer_id: strawberry.Private[str | None]
+
+    @strawberry.field(
+        description="The customer as Stripe holds it now, null without one; "
+        "errors alone when Stripe cannot be asked"
+    )
+    async def stripe_customer(self, info: strawberry.Info[Context, None]) -> JSON | None:
+        return await export.stripe_customer(info, self.stripe_customer_id)
+
+
+@strawberry.input
+class DeleteAccountInput:
+    delete_from_stripe: bool = strawberry.field(
+        default=False,
+        description="Also delete the Stripe customer; subscriptions are canceled either way",
+    )
+
+
+@strawberry.type
+class DeleteAccountResult:
+    success: bool
+    message: str

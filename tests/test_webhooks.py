@@ -1,0 +1,572 @@
+"""Stripe webhooks: signed exactly as Stripe signs them, recorded durably, applied once, in any order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app.context import Runtime
+from app.worker import Worker
+from tests.fakes.stripe import FakeStripe, sign
+from tests.helpers import gql
+
+SECRET = "whsec_test_current"
+OLD_SECRET = "whsec_test_previous"
+CHECKOUT = "mutation { createCheckoutSession { id url } }"
+SUBSCRIPTION = "{ me { subscription { planId status stripeSubscriptionId priceId cancelAtPeriodEnd currentPeriodEnd } } }"
+
+
+@pytest.fixture
+def settings_overrides(stripe_settings: dict[str, Any]) -> dict[str, Any]:
+    return {**stripe_settings, "stripe_webhook_secret": SECRET}
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    event: dict[str, Any] | bytes,
+    *,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    header: str | None = None,
+) -> httpx.Response:
+    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+    signature = header if header is not None else sign(payload, secret, timestamp)
+    return await client.post(
+        "/webhooks/stripe",
+        content=payload,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+
+
+async def stored(pg: asyncpg.Connection) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await pg.fetch(
+        "SELECT id, type, status, attempts, last_error FROM stripe_events ORDER BY received_at"
+    )
+    return rows
+
+
+async def subscribed_user(
+    client: httpx.AsyncClient, token: Callable[..., str], fake: FakeStripe, user: str = "u1"
+) -> tuple[str, dict[str, Any], str]:
+    """A user who went through Checkout and paid: (bearer, subscription in the fake, customer)."""
+    bearer = token(user)
+    body = await gql(client, CHECKOUT, token=bearer)
+    session_id = body["data"]["createCheckoutSession"]["id"]
+    subscription = fake.complete_checkout(session_id)
+    return bearer, subscription, subscription["customer"]
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+async def test_a_signed_event_is_recorded_and_acknowledged(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    response = await deliver(client, event)
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "duplicate": False}
+    assert [(r["id"], r["status"]) for r in await stored(pg)] == [(event["id"], "pending")]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["", "t=1,v1=abc", "garbage", "v1=deadbeef"],
+)
+async def test_a_missing_or_bad_signature_is_400_and_records_nothing(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection, header: str
+) -> None:
+    event = fake_stripe.event("customer.updated", {"id": "cus_1", "object": "customer"})
+    response = await deliver(client, event, header=header)
+    assert response.status_code == 400
+    assert await stored(pg) == []
+
+
+async def test_a_signature_with_another_secret_is_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    event = fake_stripe.event("customer.updated", {"id": "cus_1", "object": "customer"})
+    assert (await deliver(client, event, secret="whsec_someone_else")).status_code == 400
+    assert await stored(pg) == []
+
+
+async def test_one_valid_among_two_v1_signatures_is_accepted(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    payload = json.dumps(event).encode()
+    header = sign(payload, "whsec_unrelated", extra_secrets=[SECRET])
+    assert header.count("v1=") == 2
+    assert (await deliver(client, payload, header=header)).status_code == 200
+
+
+class TestSecretRotation:
+    @pytest.fixture
+    def settings_overrides(self, stripe_settings: dict[str, Any]) -> dict[str, Any]:
+        return {**stripe_settings, "stripe_webhook_secret": f"{SECRET}, {OLD_SECRET}"}
+
+    async def test_events_signed_with_either_secret_are_accepted(
+        self, client: httpx.AsyncClient, fake_stripe: FakeStripe
+    ) -> None:
+        for secret in (SECRET, OLD_SECRET):
+            event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+            assert (await deliver(client, event, secret=secret)).status_code == 200
+
+
+@pytest.mark.parametrize("skew", [-301, 301])
+async def test_stale_and_future_timestamps_are_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection, skew: int
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    response = await deliver(client, event, timestamp=int(time.time()) + skew)
+    assert response.status_code == 400
+    assert await stored(pg) == []
+
+
+async def test_timestamps_within_five_minutes_are_accepted(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    for skew in (-280, 280):
+        event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+        assert (await deliver(client, event, timestamp=int(time.time()) + skew)).status_code == 200
+
+
+async def test_a_tampered_body_is_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    event = fake_stripe.event(
+        "customer.updated", {"id": "cus_1", "object": "customer", "name": "A"}
+    )
+    payload = json.dumps(event).encode()
+    header = sign(payload, SECRET)
+    tampered = payload.replace(b'"A"', b'"B"')
+    assert (await deliver(client, tampered, header=header)).status_code == 400
+    assert await stored(pg) == []
+
+
+async def test_a_reserialised_body_is_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe
+) -> None:
+    """A proxy that re-encodes the JSON breaks the signature, as it would with Stripe."""
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    payload = json.dumps(event, indent=2).encode()
+    header = sign(payload, SECRET)
+    reserialised = json.dumps(json.loads(payload), separators=(",", ":")).encode()
+    assert (await deliver(client, reserialised, header=header)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"id": "x", "type": "t"}',
+        b'{"id": "evt_1", "type": "t", "created": 1, "data": {}}',
+    ],
+)
+async def test_a_signed_body_that_is_not_an_event_is_400(
+    client: httpx.AsyncClient, pg: asyncpg.Connection, payload: bytes
+) -> None:
+    assert (await deliver(client, payload)).status_code == 400
+    assert await stored(pg) == []
+
+
+async def test_a_body_over_512_kb_is_413(client: httpx.AsyncClient, pg: asyncpg.Connection) -> None:
+    payload = b'{"padding": "' + b"x" * (512 * 1024) + b'"}'
+    assert (await deliver(client, payload)).status_code == 413
+    assert await stored(pg) == []
+
+
+class TestWithoutWebhookSecret:
+    @pytest.fixture
+    def settings_overrides(self, stripe_settings: dict[str, Any]) -> dict[str, Any]:
+        return {**stripe_settings, "stripe_webhook_secret": None}
+
+    async def test_the_route_answers_503_and_records_nothing(
+        self, client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+    ) -> None:
+        event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+        assert (await deliver(client, event)).status_code == 503
+        assert await stored(pg) == []
+
+
+async def test_an_event_that_cannot_be_recorded_is_not_acknowledged(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    await pg.execute("ALTER TABLE stripe_events RENAME TO stripe_events_away")
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    response = await deliver(client, event)
+    assert response.status_code == 503
+    await pg.execute("ALTER TABLE stripe_events_away RENAME TO stripe_events")
+    assert (await deliver(client, event)).status_code == 200
+    assert len(await stored(pg)) == 1
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+async def test_a_duplicate_delivery_is_acknowledged_and_changes_nothing(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    bearer, _, customer_id = await subscribed_user(client, token, fake_stripe)
+    fake_stripe.delete_customer_directly(customer_id)
+    event = fake_stripe.event(
+        "customer.deleted", {"id": customer_id, "object": "customer", "deleted": True}
+    )
+    first = await deliver(client, event)
+    await runtime.worker.drain()
+    again = await deliver(client, event)
+    await runtime.worker.drain()
+    assert first.json() == {"received": True, "duplicate": False}
+    assert again.json() == {"received": True, "duplicate": True}
+    assert len(await stored(pg)) == 1
+    me = await gql(client, "{ me { notifications { kind } } }", token=bearer)
+    assert me["data"]["me"]["notifications"] == [{"kind": "customer_deleted"}]
+
+
+async def test_concurrent_duplicate_deliveries_record_one_event(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    responses = await asyncio.gather(*(deliver(client, event) for _ in range(10)))
+    assert {r.status_code for r in responses} == {200}
+    assert sum(not r.json()["duplicate"] for r in responses) == 1
+    assert len(await stored(pg)) == 1
+
+
+async def test_an_unhandled_type_is_recorded_and_ignored(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, runtime: Runtime, pg: asyncpg.Connection
+) -> None:
+    event = fake_stripe.event(
+        "charge.refunded", {"id": "ch_1", "object": "charge", "customer": "cus_x"}
+    )
+    assert (await deliver(client, event)).status_code == 200
+    await runtime.worker.drain()
+    assert [r["status"] for r in await stored(pg)] == ["ignored"]
+
+
+# --- subscription state ----------------------------------------------------------------------
+
+
+async def test_checkout_completion_makes_the_user_pro(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pro_price: str,
+) -> None:
+    bearer, subscription, _customer_id = await subscribed_user(client, token, fake_stripe)
+    session = next(iter(fake_stripe.checkout_sessions.values()))
+    await deliver(client, fake_stripe.event("checkout.session.completed", session))
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    assert await runtime.worker.drain() == 2
+    me = await gql(client, SUBSCRIPTION, token=bearer)
+    period_end = subscription["items"]["data"][0]["current_period_end"]
+    assert me["data"]["me"]["subscription"] == {
+        "planId": "PRO",
+        "status": "ACTIVE",
+        "stripeSubscriptionId": subscription["id"],
+        "priceId": pro_price,
+        "cancelAtPeriodEnd": False,
+        "currentPeriodEnd": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(period_end)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status"),
+    [
+        ("customer.subscription.paused", "paused"),
+        ("customer.subscription.resumed", "active"),
+        ("invoice.payment_failed", "past_due"),
+        ("invoice.paid", "active"),
+        ("customer.subscription.updated", "unpaid"),
+    ],
+)
+async def test_each_subscription_event_writes_the_current_state(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    event_type: str,
+    status: str,
+) -> None:
+    bearer, subscription, customer_id = await subscribed_user(client, token, fake_stripe)
+    updated = fake_stripe.set_subscription_status(subscription["id"], status)
+    obj = (
+        updated
+        if not event_type.startswith("invoice")
+        else {"id": "in_1", "object": "invoice", "customer": customer_id}
+    )
+    await deliver(client, fake_stripe.event(event_type, obj))
+    await runtime.worker.drain()
+    me = await gql(client, SUBSCRIPTION, token=bearer)
+    assert me["data"]["me"]["subscription"]["status"] == status.upper()
+
+
+async def test_updated_before_created_ends_in_the_latest_state(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer, subscription, _ = await subscribed_user(client, token, fake_stripe)
+    created = fake_stripe.event(
+        "customer.subscription.created", subscription, created=int(time.time()) - 10
+    )
+    updated_sub = fake_stripe.set_subscription_status(
+        subscription["id"], "active", cancel_at_period_end=True
+    )
+    updated = fake_stripe.event("customer.subscription.updated", updated_sub)
+    await deliver(client, updated)
+    await runtime.worker.drain()
+    await deliver(client, created)
+    await runtime.worker.drain()
+    me = await gql(client, SUBSCRIPTION, token=bearer)
+    assert me["data"]["me"]["subscription"]["cancelAtPeriodEnd"] is True
+
+
+async def test_a_late_updated_after_deleted_does_not_revive_the_subscription(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer, subscription, _ = await subscribed_user(client, token, fake_stripe)
+    stale_update = fake_stripe.event(
+        "customer.subscription.updated", subscription, created=int(time.time()) - 30
+    )
+    canceled = fake_stripe.set_subscription_status(subscription["id"], "canceled")
+    await deliver(client, fake_stripe.event("customer.subscription.deleted", canceled))
+    await runtime.worker.drain()
+    await deliver(client, stale_update)
+    await runtime.worker.drain()
+    me = await gql(client, SUBSCRIPTION, token=bearer)
+    assert me["data"]["me"]["subscription"]["status"] == "CANCELED"
+
+
+async def test_an_event_before_the_link_exists_links_through_our_metadata(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+    pro_price: str,
+) -> None:
+    """Checkout finished in Stripe but our link was lost (e.g. a rolled-back request)."""
+    bearer = token("u1")
+    await gql(client, "{ me { id } }", token=bearer)
+    customer = fake_stripe.add_customer(email="u1@example.com", metadata={"userId": "u1"})
+    subscription = fake_stripe.create_subscription(
+        customer["id"], pro_price, metadata={"userId": "u1"}
+    )
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    await runtime.worker.drain()
+    me = await gql(
+        client, "{ me { customer { id } subscription { planId status } } }", token=bearer
+    )
+    assert me["data"]["me"] == {
+        "customer": {"id": customer["id"]},
+        "subscription": {"planId": "PRO", "status": "ACTIVE"},
+    }
+
+
+async def test_an_event_that_cannot_be_linked_yet_is_retried_not_dropped(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+    pro_price: str,
+) -> None:
+    customer = fake_stripe.add_customer(email="late@example.com")
+    subscription = fake_stripe.create_subscription(customer["id"], pro_price)
+    event = fake_stripe.event("customer.subscription.created", subscription)
+    await deliver(client, event)
+    await runtime.worker.drain()
+    [row] = await stored(pg)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert "not linked" in row["last_error"]
+
+    # The link appears (here: the customer is adopted on checkout), and the retry applies it.
+    await gql(client, "{ me { id } }", token=token("late", email="late@example.com"))
+    await pg.execute(
+        "INSERT INTO customers (user_id, stripe_customer_id) VALUES ('late', $1)", customer["id"]
+    )
+    await pg.execute("UPDATE stripe_events SET next_attempt_at = now()")
+    await runtime.worker.drain()
+    [row] = await stored(pg)
+    assert (row["status"], row["attempts"]) == ("processed", 2)
+    assert await pg.fetchval("SELECT plan_id FROM subscriptions WHERE user_id = 'late'") == "PRO"
+
+
+async def test_a_database_failure_mid_processing_is_retried(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    bearer, subscription, _ = await subscribed_user(client, token, fake_stripe)
+    await pg.execute("ALTER TABLE subscriptions RENAME TO subscriptions_away")
+    response = await deliver(
+        client, fake_stripe.event("customer.subscription.created", subscription)
+    )
+    assert response.status_code == 200
+    await runtime.worker.drain()
+    [row] = await stored(pg)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    await pg.execute("ALTER TABLE subscriptions_away RENAME TO subscriptions")
+    await pg.execute("UPDATE stripe_events SET next_attempt_at = now()")
+    await runtime.worker.drain()
+    assert [r["status"] for r in await stored(pg)] == ["processed"]
+    me = await gql(client, SUBSCRIPTION, token=bearer)
+    assert me["data"]["me"]["subscription"]["planId"] == "PRO"
+
+
+async def test_a_stripe_outage_during_processing_is_retried(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    _, subscription, _ = await subscribed_user(client, token, fake_stripe)
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    fake_stripe.down = True
+    await runtime.worker.drain()
+    fake_stripe.down = False
+    assert [r["status"] for r in await stored(pg)] == ["pending"]
+    await pg.execute("UPDATE stripe_events SET next_attempt_at = now()")
+    await runtime.worker.drain()
+    assert [r["status"] for r in await stored(pg)] == ["processed"]
+
+
+# --- customers -------------------------------------------------------------------------------
+
+
+async def test_customer_deleted_unlinks_cancels_and_notifies(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer, subscription, customer_id = await subscribed_user(client, token, fake_stripe)
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    await runtime.worker.drain()
+    fake_stripe.delete_customer_directly(customer_id)
+    await deliver(
+        client,
+        fake_stripe.event(
+            "customer.deleted", {"id": customer_id, "object": "customer", "deleted": True}
+        ),
+    )
+    await runtime.worker.drain()
+    me = await gql(
+        client,
+        "{ me { customer { id } subscription { planId status } notifications { kind message } } }",
+        token=bearer,
+    )
+    assert me["data"]["me"]["customer"] is None
+    assert me["data"]["me"]["subscription"] == {"planId": "PRO", "status": "CANCELED"}
+    [notification] = me["data"]["me"]["notifications"]
+    assert notification["kind"] == "customer_deleted"
+    assert "subscription has ended" in notification["message"]
+
+
+async def update_in_stripe(fake: FakeStripe, customer_id: str, **fields: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(
+        base_url=fake.url, headers={"Authorization": "Bearer sk_test_fake"}
+    ) as http:
+        response = await http.post(f"/v1/customers/{customer_id}", data=fields)
+        response.raise_for_status()
+        customer: dict[str, Any] = response.json()
+        return customer
+
+
+async def test_customer_updated_in_the_portal_reaches_the_profile(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    bearer, _, customer_id = await subscribed_user(client, token, fake_stripe)
+    customer = await update_in_stripe(
+        fake_stripe,
+        customer_id,
+        name="Grace Brewster Hopper",
+        phone="+1 415 555 0100",
+        email="grace@example.com",
+    )
+    fake_stripe.reset_requests()
+    await deliver(client, fake_stripe.event("customer.updated", customer))
+    await runtime.worker.drain()
+    me = await gql(
+        client,
+        "{ me { email firstName lastName phone customer { email name phone } } }",
+        token=bearer,
+    )
+    assert me["data"]["me"] == {
+        "email": "u1@example.com",  # the identity provider's, not Stripe's
+        "firstName": "Grace",
+        "lastName": "Brewster Hopper",
+        "phone": "+14155550100",
+        "customer": {
+            "email": "grace@example.com",
+            "name": "Grace Brewster Hopper",
+            "phone": "+1 415 555 0100",
+        },
+    }
+    # No echo: nothing is pushed back to Stripe, nothing is queued to be.
+    assert fake_stripe.requests_to("POST", "/v1/customers") == []
+    assert await pg.fetchval("SELECT count(*) FROM sync_jobs") == 0
+
+
+async def test_a_stripe_change_older_than_the_users_own_edit_does_not_overwrite_it(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer, _, customer_id = await subscribed_user(client, token, fake_stripe)
+    customer = await update_in_stripe(fake_stripe, customer_id, name="Old Name")
+    event = fake_stripe.event("customer.updated", customer, created=int(time.time()) - 60)
+    await gql(client, 'mutation { updateProfile(input: {firstName: "Mine"}) { id } }', token=bearer)
+    await deliver(client, event)
+    await runtime.worker.drain()
+    me = await gql(client, "{ me { firstName } }", token=bearer)
+    assert me["data"]["me"]["firstName"] == "Mine"
+
+
+async def test_a_customer_we_never_linked_is_acknowledged_and_ignored(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, runtime: Runtime, pg: asyncpg.Connection
+) -> None:
+    stranger = fake_stripe.add_customer(email="stranger@example.com")
+    await deliver(client, fake_stripe.event("customer.updated", stranger))
+    await runtime.worker.drain()
+    assert [r["status"] for r in await stored(pg)] == ["ignored"]
+    assert await pg.fetchval("SELECT count(*) FROM customers") == 0
+
+
+async def test_two_workers_process_every_event_exactly_once(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    users = []
+    for n in range(5):
+        bearer, _, customer_id = await subscribed_user(client, token, fake_stripe, user=f"w{n}")
+        fake_stripe.delete_customer_directly(customer_id)
+        users.append(bearer)
+        await deliver(
+            client,
+            fake_stripe.event(
+                "customer.deleted", {"id": customer_id, "object": "customer", "deleted": True}
+            ),
+        )
+    other = Worker(runtime.database, runtime.stripe, runtime.plans)
+    handled = await asyncio.gather(runtime.worker.drain(), other.drain())
+    assert sum(handled) >= 5
+    assert {r["status"] for r in await stored(pg)} == {"processed"}
+    assert await pg.fetchval("SELECT count(*) FROM notifications") == 5
