@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck check schema bench clean
+.PHONY: run test lint typecheck check schema bench clean spa
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -20,11 +20,28 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
-run: $(VENV)/.synced
+# GraphiQL's scripts and styles, pinned in package.json/package-lock.json: `npm ci` where npm
+# exists. Without npm (or if `npm ci` fails, e.g. offline) the service serves GraphiQL from a
+# CDN instead and says so at start.
+ASSETS := node_modules/.installed
+$(ASSETS): package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch $@ \
+		|| echo "npm ci failed: GraphiQL will load its scripts and styles from the unpkg.com CDN"; \
+	else \
+		echo "npm not found: GraphiQL will load its scripts and styles from the unpkg.com CDN" \
+			"(install Node.js/npm and re-run to serve them from this service)"; \
+	fi
+
+run: $(VENV)/.synced $(ASSETS)
 	$(PY) -m app serve
 
-test: $(VENV)/.synced
+test: $(VENV)/.synced $(ASSETS)
 	$(PY) -m pytest
+
+# The example SPA (examples/spa/) on http://localhost:3000, beside `make run`.
+spa: $(VENV)/.synced
+	$(PY) -m app spa
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -42,4 +59,4 @@ bench: $(VENV)/.synced
 	$(PY) -m bench.checkout
 
 clean:
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) node_modules

@@ -96,6 +96,16 @@ class JwksCache:
 
 
 class Authenticator:
+    """Verifies bearer tokens, remembering recent successes.
+
+    A verified token's signature cannot turn bad, so repeat requests skip the HMAC/RSA work;
+    expiry is still checked on every use, and an entry lives at most `VERIFIED_TTL_SECONDS`
+    so a key withdrawn from the JWKS stops working soon after.
+    """
+
+    VERIFIED_TTL_SECONDS = 300.0
+    VERIFIED_MAX_ENTRIES = 10_000
+
     def __init__(
         self,
         *,
@@ -108,10 +118,24 @@ class Authenticator:
         self._jwks = jwks
         self._issuer = issuer
         self._audience = audience
+        self._verified: dict[str, tuple[Identity, float, float]] = {}
 
     async def identify(self, authorization: str | None) -> Identity:
         """The bearer's identity, or `Unauthenticated` saying what is wrong with the token."""
         token = _bearer_token(authorization)
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            identity, expires_at, forget_at = remembered
+            if time.time() < expires_at + LEEWAY_SECONDS and time.monotonic() < forget_at:
+                return identity
+            del self._verified[token]
+        identity, expires_at = await self._verify(token)
+        if len(self._verified) >= self.VERIFIED_MAX_ENTRIES:
+            self._verified.clear()
+        self._verified[token] = (identity, expires_at, time.monotonic() + self.VERIFIED_TTL_SECONDS)
+        return identity
+
+    async def _verify(self, token: str) -> tuple[Identity, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -142,7 +166,7 @@ class Authenticator:
             raise Unauthenticated("The bearer token has expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("The bearer token is invalid") from exc
-        return identity_from_claims(claims)
+        return identity_from_claims(claims), float(claims["exp"])
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -208,7 +208,40 @@ def resync(settings: Settings, args: argparse.Namespace) -> int:
 def export_schema(settings: Settings, args: argparse.Namespace) -> int:
     from schema.root import build_schema
 
-    print(build_schema(production=False).as_str())
+    print(build_schema().as_str())
+    return 0
+
+
+def spa(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the example SPA (examples/spa/) on its own origin, beside `make run`."""
+    import uvicorn
+
+    from app.spa import Spa
+
+    api_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    api_url = args.api or f"http://{api_host}:{settings.port}"
+    try:
+        app = Spa(api_url)
+    except ValueError as exc:
+        print(f"--api: {exc}", file=sys.stderr)
+        return 2
+    here = f"http://localhost:{args.port}"
+    print(f"Example SPA: {here}  (API {app.api_url})", flush=True)
+    if settings.app_url.rstrip("/") != here:
+        print(
+            f"Note: the API's APP_URL is {settings.app_url}: its CORS and the Checkout/portal "
+            f"return URLs point there. Start the API with APP_URL={here} to use this SPA.",
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+    )
     return 0
 
 
@@ -241,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         run=export_schema
     )
+    spa_parser = commands.add_parser("spa", help="serve the example SPA (examples/spa/)")
+    spa_parser.add_argument("--port", type=int, default=3000, help="default 3000 (APP_URL)")
+    spa_parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    spa_parser.add_argument(
+        "--api", default=None, help="the API's URL (default http://HOST:PORT of `make run`)"
+    )
+    spa_parser.set_defaults(run=spa)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("pgserver", "alembic.runtime.plugins", "stripe", "httpx"):

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
 from db.connection import Connection, Database
@@ -57,12 +56,9 @@ class Loaders:
 class Context:
     """One GraphQL request: its dependencies, its one pool connection, its caller."""
 
-    def __init__(
-        self, runtime: Runtime, request: Request, response: Response, request_id: str
-    ) -> None:
+    def __init__(self, runtime: Runtime, request: Request, request_id: str) -> None:
         self.runtime = runtime
         self.request = request
-        self.response = response
         self.request_id = request_id
         self.loaders = Loaders(self)
         self._connection: Connection | None = None

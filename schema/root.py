@@ -1,22 +1,10 @@
-"""The schema: root types, limits, caches, and what production turns off."""
+"""The schema: root types, and the limits every document is validated against."""
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
-from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from resolvers import account, mutation, profile, query
 from schema.export import DeleteAccountResult, Export
@@ -26,7 +14,6 @@ from schema.user import User
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
-CACHE_SIZE = 512
 
 
 @strawberry.type
@@ -66,27 +53,19 @@ class Mutation:
     )
 
 
-class BillingSchema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        """Silent here: the edge logs unexpected errors once, with the request ID."""
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(query=Query, mutation=Mutation)
 
 
-def build_schema(*, production: bool) -> strawberry.Schema:
-    # Factories, not instances: each request gets its own extension objects.
-    extensions: list[Any] = [
-        partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
-        partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
-        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        partial(ParserCache, maxsize=CACHE_SIZE),
-        partial(ValidationCache, maxsize=CACHE_SIZE),
+def validation_rules(*, production: bool) -> list[type[ASTValidationRule]]:
+    """The limits, on top of the specification's rules; production also refuses introspection.
+
+    Built once per app: validation results are cached by query text, limits included.
+    """
+    rules = [
+        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
     ]
     if production:
-        extensions.append(DisableIntrospection)
-    return BillingSchema(
-        query=Query,
-        mutation=Mutation,
-        extensions=extensions,
-        config=StrawberryConfig(disable_field_suggestions=production),
-    )
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return rules

@@ -9,19 +9,22 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 
 class LoopbackServer:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "off") -> None:
+        """`lifespan="on"` runs the app's lifespan in the server's own event loop (e.g. our
+        app's pool and worker); a failing start-up then makes `start()` raise."""
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=0,
             log_level="warning",
-            lifespan="off",
+            lifespan=lifespan,
             ws="none",
             access_log=False,
         )
