@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from app import logging as log_setup
 from app.settings import ConfigError, Settings
 from db.connection import Database
 from services.plans import PlanCatalog
@@ -34,6 +34,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from db.migrate import upgrade
 
     settings.check()
+    log_setup.configure(json_format=settings.json_logs)
     url = _database_url(settings)
     upgrade(url)
     settings = settings.model_copy(update={"database_url": url})
@@ -52,7 +53,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        access_log=settings.access_log,
+        log_config=None,  # ours (app.logging), set above
+        access_log=False,  # app.middleware writes one line per request, with its ID
         server_header=False,
     )
     return 0
@@ -218,7 +220,8 @@ def spa(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.spa import Spa
 
-    api_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    listens_everywhere = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (compares)
+    api_host = "127.0.0.1" if listens_everywhere else settings.host
     api_url = args.api or f"http://{api_host}:{settings.port}"
     try:
         app = Spa(api_url)
@@ -282,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     spa_parser.set_defaults(run=spa)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("pgserver", "alembic.runtime.plugins", "stripe", "httpx"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    log_setup.configure(json_format=False)
     try:
         result: int = args.run(Settings(), args)
     except ConfigError as exc:

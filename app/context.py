@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 
-from db.connection import Connection, Database
+from app.logging import user_id_var
+from db.connection import Connection, Database, PoolExhausted, acquire
 from services import account
+from services.errors import ServiceBusy
 from services.users import current_user
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from db.customers import CustomerRecord
     from db.subscriptions import SubscriptionRecord
     from db.users import UserRecord
+    from services.metrics import Metrics
     from services.plans import PlanCatalog
     from services.stripe_gateway import StripeGateway
 
@@ -37,6 +40,7 @@ class Runtime:
     http: httpx.AsyncClient
     stripe: StripeGateway
     worker: Worker
+    metrics: Metrics
 
 
 class Loaders:
@@ -75,9 +79,15 @@ class Context:
         if self._connection is None:
             async with self._lock:
                 if self._connection is None:
-                    connection = self.runtime.database.connection()
-                    await connection.__aenter__()
-                    self._connection = connection
+                    try:
+                        self._connection = await acquire(
+                            self.runtime.database, self.settings.db_acquire_timeout_seconds
+                        )
+                    except PoolExhausted as exc:
+                        raise ServiceBusy(
+                            "The service is busy right now; please try again in a moment.",
+                            retryable=True,
+                        ) from exc
         return self._connection
 
     async def user(self) -> UserRecord:
@@ -89,6 +99,7 @@ class Context:
                         self.request.headers.get("authorization")
                     )
                     self._user = await current_user(await self.connection(), identity)
+                    user_id_var.set(self._user.id)
         return self._user
 
     async def close(self) -> None:

@@ -20,6 +20,9 @@ ERROR_CODES: dict[type[errors.DomainError], str] = {
     errors.StripeNotConfigured: "STRIPE_NOT_CONFIGURED",
     errors.PaymentProviderError: "PAYMENT_PROVIDER_ERROR",
     errors.RateLimited: "RATE_LIMITED",
+    # Not a contract code of its own: unexpected for the caller, but with a message that
+    # says what to do and reveals nothing of the internals.
+    errors.ServiceBusy: "INTERNAL_SERVER_ERROR",
 }
 
 INTERNAL = "INTERNAL_SERVER_ERROR"

@@ -24,7 +24,13 @@ from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from db.users import UserRecord
 from services import export
-from services.errors import DomainError, PaymentProviderError, StripeNotConfigured, Unauthenticated
+from services.errors import (
+    DomainError,
+    PaymentProviderError,
+    RateLimited,
+    StripeNotConfigured,
+    Unauthenticated,
+)
 from services.users import current_user
 
 log = logging.getLogger(__name__)
@@ -115,11 +121,16 @@ def document(
 
 
 async def account_export(request: Request) -> Response:
-    """Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or bad token."""
+    """Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or bad token,
+    429 with `RATE_LIMITED` and `Retry-After` when the user exported too often."""
     try:
         return await _download(request.state.runtime, request.headers.get("authorization"))
     except Unauthenticated as exc:
         return JSONResponse({"errors": [_error(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"})
+    except RateLimited as exc:
+        return JSONResponse(
+            {"errors": [_error(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
+        )
     except Exception:
         request_id = request.state.request_id
         log.exception("account export failed", extra={"request_id": request_id})
@@ -132,7 +143,8 @@ async def account_export(request: Request) -> Response:
 async def _download(runtime: Runtime, authorization: str | None) -> Response:
     identity = await runtime.authenticator.identify(authorization)
     async with runtime.database.connection() as conn:  # given back before Stripe is asked
-        data = await export.our_data(conn, await current_user(conn, identity))
+        user = await current_user(conn, identity)
+        data = await export.our_data(conn, user, rate_limit=runtime.settings.rate_limits.export)
     customer_id = None if data.customer is None else data.customer.stripe_customer_id
     errors: list[dict[str, Any]] = []
     try:

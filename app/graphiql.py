@@ -140,7 +140,9 @@ BOOT_JS = """\
   function memoryStore() {
     var items = {};
     return {
-      getItem: function (k) { return Object.prototype.hasOwnProperty.call(items, k) ? items[k] : null; },
+      getItem: function (k) {
+        return Object.prototype.hasOwnProperty.call(items, k) ? items[k] : null;
+      },
       setItem: function (k, v) { items[k] = String(v); },
       removeItem: function (k) { delete items[k]; },
       keys: function () { return Object.keys(items); }
@@ -358,7 +360,10 @@ class GraphiQL:
         return _PageOr(self, app)
 
     def render(self, request: Request) -> Response:
+        root_path = str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy prefix
+
         def tag(src: str, integrity: str | None, template: str) -> str:
+            src = root_path + src if src.startswith("/") else src
             extra = (
                 f' integrity="{html.escape(integrity)}" crossorigin="anonymous"'
                 if integrity

@@ -14,12 +14,15 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     DocumentNode,
+    FieldNode,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     OperationType,
     execute,
     get_operation_ast,
@@ -34,6 +37,7 @@ from strawberry.utils.await_maybe import await_maybe
 
 from app.context import Context
 from app.errors import format_error
+from app.logging import operation_var
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,9 @@ class _Documents:
         self._max_tokens = max_tokens
         self._hide_suggestions = hide_suggestions
         self._size = size
-        self._cache: OrderedDict[str, tuple[DocumentNode | None, list[GraphQLError]]] = (
-            OrderedDict()
-        )
+        self._cache: OrderedDict[str, Prepared] = OrderedDict()
 
-    def get(self, query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
+    def get(self, query: str) -> Prepared:
         found = self._cache.get(query)
         if found is not None:
             self._cache.move_to_end(query)
@@ -78,17 +80,40 @@ class _Documents:
             self._cache.popitem(last=False)
         return found
 
-    def _prepare(self, query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
+    def _prepare(self, query: str) -> Prepared:
         try:
             document = parse(query, max_tokens=self._max_tokens)
         except GraphQLError as error:
-            return None, [error]
+            return Prepared(None, [error], "invalid")
         errors = validate(self._schema, document, self._rules)
         if self._hide_suggestions:
             for invalid in errors:
                 if "Did you mean" in invalid.message:
                     invalid.message = invalid.message.split("Did you mean")[0].strip()
-        return (None, errors) if errors else (document, [])
+        if errors:
+            return Prepared(None, errors, "invalid")
+        return Prepared(document, [], _root_fields(document))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    document: DocumentNode | None
+    errors: list[GraphQLError]
+    label: str  # for metrics and logs: the root fields, bounded by the schema
+
+
+def _root_fields(document: DocumentNode) -> str:
+    """`me`, `createCheckoutSession`, `me+plans`: never the client's own operation name,
+    which would let a client mint unbounded metric labels."""
+    names: set[str] = set()
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            names.update(
+                selection.name.value
+                for selection in definition.selection_set.selections
+                if isinstance(selection, FieldNode)
+            )
+    return "+".join(sorted(names)) or "fragments"
 
 
 class GraphQLEndpoint:
@@ -168,13 +193,17 @@ class GraphQLEndpoint:
         variables: dict[str, Any] | None,
         operation_name: str | None,
     ) -> bytes:
-        document, errors = self._documents.get(query)
+        prepared = self._documents.get(query)
+        state = request.scope["state"]
+        state["operation"] = prepared.label
+        operation_var.set(prepared.label)
+        document = prepared.document
         if document is None:
-            return _encode(None, errors, request_id)
+            return _encode(state, None, prepared.errors, request_id)
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             error = GraphQLError("Unknown operation: name the operation to run (operationName)")
-            return _encode(None, [error], request_id)
+            return _encode(state, None, [error], request_id)
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
         context = Context(request.state.runtime, request, request_id)
@@ -190,7 +219,7 @@ class GraphQLEndpoint:
             )
         finally:
             await context.close()
-        return _encode(result.data, result.errors or [], request_id)
+        return _encode(state, result.data, result.errors or [], request_id)
 
 
 def _json_param(value: str | None) -> Any:
@@ -202,8 +231,14 @@ def _json_param(value: str | None) -> Any:
         raise _Refused(400, "`variables` is not valid JSON") from exc
 
 
-def _encode(data: Any, errors: Sequence[GraphQLError], request_id: str) -> bytes:
+def _encode(
+    state: dict[str, Any], data: Any, errors: Sequence[GraphQLError], request_id: str
+) -> bytes:
     payload: dict[str, Any] = {"data": data}
     if errors:
-        payload["errors"] = [format_error(error, request_id) for error in errors]
+        formatted = [format_error(error, request_id) for error in errors]
+        payload["errors"] = formatted
+        state["outcome"] = formatted[0]["extensions"]["code"]
+    else:
+        state["outcome"] = "ok"
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -20,13 +20,15 @@ from app.export_route import account_export
 from app.graphiql import GraphiQL
 from app.graphql import GraphQLEndpoint
 from app.health import healthz, readyz
-from app.middleware import LimitBody, RequestId
+from app.metrics_route import metrics_endpoint
+from app.middleware import LimitBody, RequestContext
 from app.settings import ConfigError, Settings
 from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
 from app.worker import Worker, WorkerSettings
 from db.connection import Database
 from schema.root import MAX_TOKENS, build_schema, validation_rules
+from services.metrics import Metrics
 from services.plans import PlanCatalog, PlansFileError
 from services.stripe_gateway import StripeGateway
 
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         raise ConfigError(str(exc)) from exc
     hs_secret = _hs_secret(settings)
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
         database = Database(
@@ -70,9 +74,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.auth_jwks_url
             else None
         )
-        stripe = stripe_gateway(settings)
+        stripe = stripe_gateway(settings, metrics)
         worker = Worker(
-            database, stripe, plans, WorkerSettings(poll_interval=settings.worker_poll_seconds)
+            database,
+            stripe,
+            plans,
+            WorkerSettings(poll_interval=settings.worker_poll_seconds),
+            metrics=metrics,
         )
         runtime = Runtime(
             settings=settings,
@@ -87,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             http=http,
             stripe=stripe,
             worker=worker,
+            metrics=metrics,
         )
         if settings.run_worker:
             worker.start()
@@ -128,9 +137,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/account/export", account_export, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
         ],
         middleware=[
-            Middleware(RequestId),
+            Middleware(RequestContext, metrics=metrics, access_log=settings.access_log),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.allowed_origins,
@@ -144,13 +154,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
 
 
-def stripe_gateway(settings: Settings) -> StripeGateway:
+def stripe_gateway(settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
     key = settings.stripe_secret_key
     return StripeGateway(
         key.get_secret_value() if key else None,
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
         max_network_retries=settings.stripe_max_network_retries,
+        metrics=metrics,
     )
 
 

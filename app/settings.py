@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import NonNegativeInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.rate_limits import RateLimits
 
 MIN_JWT_SECRET_BYTES = 32
 
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
+    # Per user; 0 turns a limit off. See `services.rate_limits` and the README.
+    rate_limit_stripe_per_minute: NonNegativeInt = 20
+    rate_limit_export_per_hour: NonNegativeInt = 10
+    rate_limit_delete_per_hour: NonNegativeInt = 5
+    db_acquire_timeout_seconds: float = 5.0
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator(
         "database_url",
@@ -87,6 +95,19 @@ class Settings(BaseSettings):
     def allowed_origins(self) -> list[str]:
         raw = self.cors_origins if self.cors_origins is not None else self.app_url
         return [origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip()]
+
+    @property
+    def json_logs(self) -> bool:
+        """JSON lines in production (or with LOG_FORMAT=json); readable text in development."""
+        return self.log_format == "json" if self.log_format else self.is_production
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits.configured(
+            stripe_per_minute=self.rate_limit_stripe_per_minute,
+            export_per_hour=self.rate_limit_export_per_hour,
+            delete_per_hour=self.rate_limit_delete_per_hour,
+        )
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -11,6 +11,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from db.connection import acquire
 from services import webhooks
 from services.stripe_gateway import InvalidWebhook
 
@@ -29,13 +30,18 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         event = webhooks.parse(payload, request.headers.get("stripe-signature"), secrets)
     except InvalidWebhook as exc:
         log.warning("rejected a webhook: %s", exc)
+        runtime.metrics.webhook_events.labels("unknown", "invalid").inc()
         return JSONResponse({"error": f"invalid webhook: {exc}"}, 400)
     try:
-        async with runtime.database.connection() as conn:
+        conn = await acquire(runtime.database, runtime.settings.db_acquire_timeout_seconds)
+        try:
             new = await webhooks.record(conn, event)
+        finally:
+            await conn.__aexit__(None, None, None)
     except Exception:
         log.exception("could not record Stripe event %s", event.id)
         return JSONResponse({"error": "could not record the event; retry later"}, 503)
+    runtime.metrics.webhook_events.labels(event.type, "received" if new else "duplicate").inc()
     if new:
         runtime.worker.wake()
     return JSONResponse({"received": True, "duplicate": not new})

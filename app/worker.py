@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 
 from db import events as db_events
 from db import jobs as db_jobs
 from db.connection import Connection, Database
-from services import profile, webhooks
+from services import profile, rate_limits, webhooks
+from services.metrics import Metrics
 from services.plans import PlanCatalog
 from services.stripe_gateway import StripeGateway
 
@@ -33,6 +35,7 @@ class WorkerSettings:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     max_event_attempts: int = 15
+    rate_limit_purge_interval: float = 600.0
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -48,7 +51,10 @@ class Worker:
         stripe: StripeGateway,
         plans: PlanCatalog,
         settings: WorkerSettings | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._database = database
         self._stripe = stripe
         self._plans = plans
@@ -76,7 +82,14 @@ class Worker:
         self._wake.set()
 
     async def _run(self) -> None:
+        next_purge = time.monotonic()
         while not self._stopping:
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self._settings.rate_limit_purge_interval
+                try:
+                    await self.purge_rate_limits()
+                except Exception:
+                    log.exception("rate-limit purge failed")
             try:
                 busy = await self.run_once()
             except Exception:
@@ -86,6 +99,12 @@ class Worker:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
                 self._wake.clear()
+
+    async def purge_rate_limits(self) -> int:
+        """Housekeeping: rows of rate limits that no longer limit anyone, also of deleted
+        accounts. Harmless in any number of processes at once."""
+        async with self._database.connection() as conn:
+            return await rate_limits.purge_stale(conn)
 
     async def run_once(self) -> bool:
         """Handle one due event or, if none, one due job; False when nothing was due."""
@@ -112,6 +131,7 @@ class Worker:
             async with conn.transaction():
                 outcome = await webhooks.process(conn, self._stripe, self._plans, event)
                 await db_events.finish(conn, event.id, outcome)
+            self._count_event(event.type, outcome)
         except Exception as exc:
             give_up = event.attempts >= self._settings.max_event_attempts
             delay = backoff(event.attempts, self._settings.backoff_base, self._settings.backoff_cap)
@@ -127,6 +147,7 @@ class Worker:
                 exc_info=level == logging.ERROR,
             )
             await db_events.retry_later(conn, event.id, _describe(exc), delay, give_up=give_up)
+            self._count_event(event.type, "failed" if give_up else "retry")
 
     async def _run_job(self, conn: Connection, job: db_jobs.JobRecord) -> None:
         try:
@@ -144,6 +165,12 @@ class Worker:
                 _describe(exc),
             )
             await db_jobs.retry_later(conn, job, _describe(exc), delay)
+            if self._metrics is not None:
+                self._metrics.job_failures.labels(job.kind).inc()
+
+    def _count_event(self, event_type: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_events.labels(event_type, outcome).inc()
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -10,8 +11,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -45,46 +47,133 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def server_process(env: Mapping[str, str]) -> Iterator[str]:
-    """`python -m app serve` on a free port; yields its base URL once `/readyz` answers."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "AUTH_JWT_SECRET": JWT_SECRET,
-        "APP_ENV": "development",
-        "ACCESS_LOG": "false",
-        "PORT": str(port),
-        **env,
-    }
-    log = tempfile.TemporaryFile()  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=ROOT,
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
+class ServerProcess:
+    """One `python -m app serve` subprocess on a free loopback port, its output in a temp file.
+
+    `start()` spawns it without waiting; `wait_ready()` polls `/readyz` until 200. Tests use
+    the handle to signal the process (`terminate`, `kill`) and read its log.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.port = 0
+        self.base = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "AUTH_JWT_SECRET": JWT_SECRET,
+            "APP_ENV": "development",
+            "ACCESS_LOG": "false",
+            **self._env,
+            "PORT": str(self.port),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        self._log.flush()
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace")
+        self._log.seek(0, os.SEEK_END)
+        return text
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll `/readyz` until 200; restarts once on a port taken meanwhile by someone else."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        retried = False
         while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
+            if self.process.poll() is not None:
+                log = self.log()
+                if not retried and "address already in use" in log.lower():
+                    retried = True
+                    self.start()
+                    continue
+                raise RuntimeError(f"server exited: {log[-2000:]}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
+                raise RuntimeError(f"server did not become ready: {self.log()[-2000:]}")
             time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def terminate(self) -> None:
+        """SIGTERM: a graceful shutdown (in-flight requests finish, the worker stops)."""
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash or an OOM kill would; returns the exit status."""
+        self.signal(signal.SIGKILL)
+        assert self.process is not None
+        return self.process.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it has not exited within `timeout` seconds."""
+        if self.process is None:
+            return None
+        self.terminate()
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
+
+@contextmanager
+def server_processes(
+    *envs: Mapping[str, str], ready_timeout: float = 60.0
+) -> Iterator[list[ServerProcess]]:
+    """Several servers started side by side; yields them once each answers `/readyz`.
+
+    On exit each is stopped (SIGTERM, SIGKILL after 20 s) unless it already exited.
+    """
+    with ExitStack() as stack:
+        servers = []
+        for env in envs:
+            server = ServerProcess(env)
+            stack.callback(server.close)
+            servers.append(server.start())
+        for server in servers:
+            server.wait_ready(ready_timeout)
+        yield servers
+
+
+@contextmanager
+def server_process(env: Mapping[str, str]) -> Iterator[str]:
+    """`python -m app serve` on a free port; yields its base URL once `/readyz` answers."""
+    with server_processes(env) as [server]:
+        yield server.base
 
 
 def percentile(samples: list[float], fraction: float) -> float:

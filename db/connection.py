@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +10,34 @@ from typing import Any
 from databases import Database
 from databases.core import Connection
 
-__all__ = ["Connection", "Database", "as_dict", "raw"]
+__all__ = ["Connection", "Database", "PoolExhausted", "acquire", "as_dict", "pool_stats", "raw"]
+
+
+class PoolExhausted(Exception):
+    """No pool connection became free in time."""
+
+
+async def acquire(database: Database, within: float) -> Connection:
+    """A pool connection within `within` seconds, so a saturated pool fails fast, not hangs.
+
+    The caller releases it with `await connection.__aexit__(None, None, None)`.
+    """
+    connection = database.connection()
+    try:
+        async with asyncio.timeout(within):
+            await connection.__aenter__()
+    except TimeoutError as exc:
+        raise PoolExhausted(f"no database connection free within {within:g} s") from exc
+    return connection
+
+
+def pool_stats(database: Database) -> dict[str, int]:
+    """Sizes of the asyncpg pool under `databases` (for metrics)."""
+    pool = getattr(database._backend, "_pool", None)
+    if pool is None:
+        return {}
+    size, idle = pool.get_size(), pool.get_idle_size()
+    return {"in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
 
 
 @asynccontextmanager

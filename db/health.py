@@ -15,3 +15,17 @@ async def migration_version(conn: Connection) -> str | None:
         except asyncpg.UndefinedTableError:
             return None
     return version
+
+
+async def queue_depths(conn: Connection) -> dict[str, int]:
+    """Work waiting in PostgreSQL, for the metrics."""
+    async with raw(conn) as pg:
+        row = await pg.fetchrow(
+            """
+            SELECT
+                (SELECT count(*) FROM stripe_events WHERE status = 'pending') AS events_pending,
+                (SELECT count(*) FROM stripe_events WHERE status = 'failed') AS events_failed,
+                (SELECT count(*) FROM sync_jobs) AS jobs_pending
+            """
+        )
+    return dict(row)

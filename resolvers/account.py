@@ -14,7 +14,11 @@ from services import deletion, export
 
 async def export_account(info: strawberry.Info[Context, None]) -> Export:
     context = info.context
-    data = await export.our_data(await context.connection(), await context.user())
+    data = await export.our_data(
+        await context.connection(),
+        await context.user(),
+        rate_limit=context.settings.rate_limits.export,
+    )
     # `userProfile { customer subscription }` then answer from the same snapshot.
     context.loaders.customer.prime(data.user.id, data.customer)
     context.loaders.subscription.prime(data.user.id, data.subscription)
@@ -45,5 +49,6 @@ async def delete_account(
         context.runtime.stripe,
         await context.user(),
         delete_from_stripe=input is not None and input.delete_from_stripe,
+        rate_limit=context.settings.rate_limits.deletion,
     )
     return DeleteAccountResult(success=True, message=message)

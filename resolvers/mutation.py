@@ -21,6 +21,7 @@ async def create_checkout_session(
         context.settings.app_url,
         await context.user(),
         plan_id,
+        rate_limit=context.settings.rate_limits.stripe,
     )
     return CheckoutSession(id=strawberry.ID(session.id), url=session.url)
 
@@ -33,5 +34,6 @@ async def create_portal_session(info: strawberry.Info[Context, None]) -> PortalS
         context.settings.app_url,
         context.settings.stripe_portal_configuration_id,
         await context.user(),
+        rate_limit=context.settings.rate_limits.stripe,
     )
     return PortalSession(url=url)

@@ -32,5 +32,6 @@ async def sync_subscription(info: strawberry.Info[Context, None]) -> Subscriptio
         context.runtime.stripe,
         context.runtime.plans,
         await context.user(),
+        rate_limit=context.settings.rate_limits.stripe,
     )
     return None if record is None else to_subscription(record)

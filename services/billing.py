@@ -9,7 +9,7 @@ from db import customers as db_customers
 from db import subscriptions as db_subscriptions
 from db.connection import Connection
 from db.users import UserRecord
-from services import customers
+from services import customers, rate_limits
 from services.errors import AlreadySubscribed, BadUserInput, EmailNotVerified, NotFound
 from services.plans import PlanCatalog
 from services.stripe_gateway import CheckoutSessionCreated, CustomerGone, StripeGateway
@@ -34,7 +34,10 @@ async def create_checkout_session(
     app_url: str,
     user: UserRecord,
     plan_id: str,
+    *,
+    rate_limit: rate_limits.Bucket,
 ) -> CheckoutSessionCreated:
+    await rate_limits.check(conn, user.id, rate_limit)
     stripe.require()
     if not user.email_verified:
         raise EmailNotVerified("Verify your email address before subscribing.")
@@ -68,7 +71,10 @@ async def create_portal_session(
     app_url: str,
     configuration_id: str | None,
     user: UserRecord,
+    *,
+    rate_limit: rate_limits.Bucket,
 ) -> str:
+    await rate_limits.check(conn, user.id, rate_limit)
     stripe.require()
     customer = await db_customers.get(conn, user.id)
     if customer is None:

@@ -19,6 +19,7 @@ from db import customers as db_customers
 from db import tombstones as db_tombstones
 from db.connection import Connection
 from db.users import UserRecord
+from services import rate_limits
 from services.errors import Unauthenticated
 from services.stripe_gateway import CustomerGone, StripeGateway
 
@@ -33,10 +34,19 @@ CUSTOMER_DELETED = " Your billing record was deleted from our payment provider."
 
 
 async def delete_account(
-    conn: Connection, stripe: StripeGateway, user: UserRecord, *, delete_from_stripe: bool
+    conn: Connection,
+    stripe: StripeGateway,
+    user: UserRecord,
+    *,
+    delete_from_stripe: bool,
+    rate_limit: rate_limits.Bucket,
 ) -> str:
     """Erase the user; returns what to tell them. Raises before erasing anything when Stripe
-    is not configured or fails (`STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`)."""
+    is not configured or fails (`STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`).
+
+    The rate limit is counted outside the transaction, so an attempt that fails and rolls
+    back still counts; its state outlives the account, so coming back does not reset it."""
+    await rate_limits.check(conn, user.id, rate_limit)
     async with conn.transaction():
         await db_customers.lock_for_user(conn, user.id)
         customer = await db_customers.get(conn, user.id)

@@ -43,4 +43,11 @@ class PaymentProviderError(DomainError):
 
 
 class RateLimited(DomainError):
-    pass
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until the attempt would be allowed, for a `Retry-After` header."""
+        return int(self.extensions["retryAfter"])
+
+
+class ServiceBusy(DomainError):
+    """Overloaded for a moment (e.g. no database connection free); safe to retry."""

@@ -18,6 +18,7 @@ from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from db.users import UserRecord
+from services import rate_limits
 from services.errors import Unauthenticated
 from services.stripe_gateway import CustomerGone, StripeGateway
 
@@ -35,8 +36,12 @@ class AccountExport:
     version: str = EXPORT_VERSION
 
 
-async def our_data(conn: Connection, user: UserRecord) -> AccountExport:
-    """Everything we hold about the user, as of one instant."""
+async def our_data(
+    conn: Connection, user: UserRecord, *, rate_limit: rate_limits.Bucket
+) -> AccountExport:
+    """Everything we hold about the user, as of one instant. Both the GraphQL `export` and
+    the download come here, so they share one limit; its Stripe part follows only this."""
+    await rate_limits.check(conn, user.id, rate_limit)
     snapshot = await db_export.snapshot(conn, user.id, MAX_USAGE_RECORDS)
     if snapshot.user is None:  # deleted by a request that finished after ours began
         raise Unauthenticated("This account was deleted")

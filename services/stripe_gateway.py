@@ -20,6 +20,7 @@ import httpx
 import stripe
 
 from services.errors import PaymentProviderError, StripeNotConfigured
+from services.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ class StripeGateway:
         api_base: str | None = None,
         timeout_seconds: float = 8.0,
         max_network_retries: int = 2,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._http: stripe.HTTPXClient | None = None
         self._client: stripe.StripeClient | None = None
         # Bounds the whole call, the SDK's retries and backoff included.
@@ -181,7 +184,20 @@ class StripeGateway:
             await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def _call(self, what: str, call: Any) -> Any:
-        """Run one SDK call; translate its failures into errors the user can act on."""
+        """Run one SDK call, timed and counted; failures become errors a user can act on."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._translate(what, call)
+        except PaymentProviderError as exc:
+            outcome = type(exc.__cause__).__name__ if exc.__cause__ else "error"
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.stripe_calls.labels(what, outcome).inc()
+                self._metrics.stripe_seconds.labels(what).observe(time.perf_counter() - started)
+
+    async def _translate(self, what: str, call: Any) -> Any:
         try:
             async with asyncio.timeout(self._deadline):
                 return await call

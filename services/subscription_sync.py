@@ -14,6 +14,7 @@ from db import subscriptions as db_subscriptions
 from db.connection import Connection
 from db.subscriptions import SubscriptionRecord
 from db.users import UserRecord
+from services import rate_limits
 from services.plans import FREE_PLAN_ID, PlanCatalog
 from services.stripe_gateway import StripeGateway, StripeSubscription
 
@@ -62,9 +63,15 @@ async def sync_customer(
 
 
 async def sync_for_user(
-    conn: Connection, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord
+    conn: Connection,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    *,
+    rate_limit: rate_limits.Bucket,
 ) -> SubscriptionRecord | None:
     """`syncSubscription`: re-read now; None for a user without a Stripe customer."""
+    await rate_limits.check(conn, user.id, rate_limit)
     stripe.require()
     customer = await db_customers.get(conn, user.id)
     if customer is None:

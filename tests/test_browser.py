@@ -127,9 +127,7 @@ def spa() -> Iterator[tuple[Spa, str]]:
 
 
 @pytest.fixture
-def settings_overrides(
-    stripe_settings: dict[str, Any], spa: tuple[Spa, str]
-) -> dict[str, Any]:
+def settings_overrides(stripe_settings: dict[str, Any], spa: tuple[Spa, str]) -> dict[str, Any]:
     # The SPA's origin is APP_URL: CORS allows it and Checkout returns to it.
     return {**stripe_settings, "app_url": spa[1]}
 
@@ -177,7 +175,9 @@ async def test_graphiql_runs_from_this_service_alone(browser: Any, api: str, tab
     await set_editor(page, ".graphiql-query-editor", "{ plans { id name } }")
     await page.click(".graphiql-execute-button")
     body = await response_json(page, '"Pro"')
-    assert body == {"data": {"plans": [{"id": "free", "name": "Free"}, {"id": "PRO", "name": "Pro"}]}}
+    assert body == {
+        "data": {"plans": [{"id": "free", "name": "Free"}, {"id": "PRO", "name": "Pro"}]}
+    }
     await tab.shot("graphiql-plans")
 
     # A token in the Headers pane reaches the API, and neither the URL nor storage.
@@ -316,6 +316,7 @@ async def test_the_spa_explains_a_bad_token_and_every_error_code(
     )
     assert len(set(texts)) == len(codes)
     for code, text in zip(codes, texts, strict=True):
-        assert len(text) > 30 and code not in text, (code, text)
+        assert len(text) > 30, (code, text)
+        assert code not in text, (code, text)
     assert "req-1" in texts[codes.index("INTERNAL_SERVER_ERROR")]
     assert tab.csp_violations == []

@@ -299,6 +299,56 @@ async def test_latency_and_client_timeout(
         await asyncio.sleep(0.01)
 
 
+async def test_failure_rate_fails_that_share_of_calls_with_a_retryable_500(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.failure_rate = 1.0
+    with pytest.raises(stripe.APIError) as excinfo:
+        await stripe_client.v1.customers.create_async(
+            {"email": "a@example.com"}, {"max_network_retries": 0}
+        )
+    assert excinfo.value.http_status == 500
+    assert cast(dict[str, Any], excinfo.value.json_body)["error"]["type"] == "api_error"
+    assert excinfo.value.headers is not None
+    assert excinfo.value.headers["stripe-should-retry"] == "true"
+    assert fake_stripe.customers == {}  # failed before executing
+
+    fake_stripe.failure_rate = 0.5
+    fake_stripe.seed(7)
+    fake_stripe.reset_requests()
+    outcomes = []
+    for n in range(100):
+        try:
+            await stripe_client.v1.customers.create_async(
+                {"email": f"c{n}@example.com"}, {"max_network_retries": 0}
+            )
+            outcomes.append(True)
+        except stripe.APIError:
+            outcomes.append(False)
+    assert 30 <= outcomes.count(False) <= 70
+    assert len(fake_stripe.customers) == outcomes.count(True)
+    statuses = [r.status for r in fake_stripe.requests_to("POST", "/v1/customers")]
+    assert statuses.count(500) == outcomes.count(False)
+
+    # The SDK's own retries (idempotency key kept) mostly get through at 10 %.
+    fake_stripe.failure_rate = 0.1
+    for n in range(20):
+        await stripe_client.v1.customers.create_async({"email": f"r{n}@example.com"})
+
+    fake_stripe.reset()
+    assert fake_stripe.failure_rate == 0.0
+
+
+async def test_requests_record_the_api_key_they_presented(fake_stripe: FakeStripe) -> None:
+    http_client = stripe.HTTPXClient()
+    try:
+        for key in ("sk_test_server_a", "sk_test_server_b"):
+            await make_client(fake_stripe, http_client, key).v1.customers.list_async()
+    finally:
+        await close(http_client)
+    assert [r.api_key for r in fake_stripe.requests] == ["sk_test_server_a", "sk_test_server_b"]
+
+
 # --- checkout ------------------------------------------------------------------------------
 
 

@@ -29,7 +29,9 @@ Behaviour reproduced from Stripe (API version pinned by the installed SDK):
   injected 500 executes.
 * Unknown top-level parameters are rejected (``parameter_unknown``) using the parameter
   names of the installed SDK's ``stripe.params`` TypedDicts.
-* Fault injection (:meth:`FakeStripe.fail_next`), latency, and ``down``:
+* Fault injection (:meth:`FakeStripe.fail_next`, or ``failure_rate`` for a random share of
+  API calls failing with 500 ``api_error`` and ``Stripe-Should-Retry: true``), latency, and
+  ``down``:
   ``down_mode="disconnect"`` (default) sends response headers then closes the connection, so
   httpx fails reading the body and the SDK raises ``stripe.APIConnectionError`` after its
   retries; ``down_mode="unavailable"`` answers 503 ``api_error`` so the SDK raises
@@ -46,6 +48,7 @@ import hashlib
 import hmac
 import html
 import json
+import random
 import re
 import threading
 import time
@@ -119,6 +122,18 @@ def signed_webhook(
     return payload, headers
 
 
+def _presented_key(authorization: str) -> str:
+    """The API key in an ``Authorization`` header (Bearer, or Basic with the key as user)."""
+    if authorization.startswith("Bearer "):
+        return authorization[len("Bearer ") :].strip()
+    if authorization.startswith("Basic "):
+        try:
+            return base64.b64decode(authorization[len("Basic ") :]).decode().split(":", 1)[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return ""
+
+
 # --- form decoding ---------------------------------------------------------------------
 
 _KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
@@ -176,6 +191,8 @@ class RecordedRequest:
     """HTTP status answered; 0 when the connection was dropped (``down_mode="disconnect"``)."""
     replayed: bool = False
     request_id: str | None = None
+    api_key: str | None = None
+    """The API key the request presented (tells apart several clients of one fake)."""
 
 
 class _ApiError(Exception):
@@ -439,6 +456,9 @@ class FakeStripe:
         self.down = False
         """When true every request fails, as selected by ``down_mode``."""
         self.down_mode: DownMode = "disconnect"
+        self.failure_rate: float = 0.0
+        """Share (0 to 1) of API calls answered 500 ``api_error`` at random, before executing."""
+        self._random = random.Random()
         self._reset_state()
         self._routes = self._build_routes()
         self.app = Starlette(
@@ -487,6 +507,12 @@ class FakeStripe:
         self.latency = 0.0
         self.down = False
         self.down_mode = "disconnect"
+        self.failure_rate = 0.0
+
+    def seed(self, value: int) -> None:
+        """Make ``failure_rate``'s choices reproducible."""
+        with self._lock:
+            self._random.seed(value)
 
     def _reset_state(self) -> None:
         self._seq_counter = 0
@@ -754,6 +780,7 @@ class FakeStripe:
                 stripe_version=headers.get("stripe-version"),
                 status=0 if disconnect else 503,
                 request_id=request_id,
+                api_key=_presented_key(headers.get("authorization", "")) or None,
             )
         )
         if disconnect:
@@ -843,20 +870,13 @@ class FakeStripe:
                     status=status,
                     replayed=replayed,
                     request_id=request_id,
+                    api_key=_presented_key(request.headers.get("authorization", "")) or None,
                 )
             )
         return self._json_response(status, body, request_id, stripe_version, error, extra)
 
     def _authenticate(self, request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        key = ""
-        if header.startswith("Bearer "):
-            key = header[len("Bearer ") :].strip()
-        elif header.startswith("Basic "):
-            try:
-                key = base64.b64decode(header[len("Basic ") :]).decode().split(":", 1)[0]
-            except (binascii.Error, UnicodeDecodeError):
-                key = ""
+        key = _presented_key(request.headers.get("authorization", ""))
         if not key:
             raise _ApiError(
                 401,
@@ -898,6 +918,8 @@ class FakeStripe:
                 fault.remaining -= 1
                 self._faults = [f for f in self._faults if f.remaining > 0]
                 raise _fault_error(fault.status, fault.code)
+        if self.failure_rate > 0 and self._random.random() < self.failure_rate:
+            raise _fault_error(500, None)
         if idempotency_key:
             stored = self._idempotency.get((api_key, idempotency_key))
             if stored is not None:

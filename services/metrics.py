@@ -1,0 +1,70 @@
+"""Prometheus metrics, one registry per app instance (so tests and apps never share counts).
+
+Created by the app factory and handed to whatever records (the GraphQL endpoint, the
+webhook route, the worker, the Stripe gateway); `/metrics` renders it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "billing_requests_total",
+            "HTTP requests by route, GraphQL operation and outcome",
+            ["route", "operation", "outcome"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "billing_request_duration_seconds",
+            "HTTP request latency by route and GraphQL operation",
+            ["route", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_events = Counter(
+            "billing_webhook_events_total",
+            "Stripe events by type and outcome (received, duplicate, invalid, processed, "
+            "ignored, retry, failed)",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.job_failures = Counter(
+            "billing_job_failures_total",
+            "Failed attempts of background jobs by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "billing_queue_depth",
+            "Work waiting in PostgreSQL: pending and failed events, pending jobs",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.stripe_calls = Counter(
+            "billing_stripe_requests_total",
+            "Calls to Stripe by operation and outcome",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        self.stripe_seconds = Histogram(
+            "billing_stripe_request_duration_seconds",
+            "Latency of Stripe calls (the SDK's retries included)",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pool = Gauge(
+            "billing_db_pool_connections",
+            "Database pool connections by state",
+            ["state"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
