@@ -55,8 +55,10 @@ check: lint typecheck test
 schema: $(VENV)/.synced
 	$(PY) -m app export-schema > schema.graphql
 
+# The issue-7 targets (needs wrk: `apt-get install wrk`); bench.checkout, bench.webhooks and
+# bench.export measure single features in more detail.
 bench: $(VENV)/.synced
-	$(PY) -m bench.checkout
+	$(PY) -m bench.run
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules

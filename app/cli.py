@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,12 +33,16 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
-    from db.migrate import upgrade
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
     url = _database_url(settings)
-    upgrade(url)
+    # In a child process, so the server never loads Alembic and SQLAlchemy's engine.
+    subprocess.run(
+        [sys.executable, "-m", "app", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+    )
     settings = settings.model_copy(update={"database_url": url})
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"

@@ -48,3 +48,11 @@ async def test_readyz_is_503_when_the_database_is_gone(
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
+
+
+def test_the_head_revision_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config, head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config("")).get_current_head()

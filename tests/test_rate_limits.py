@@ -51,7 +51,9 @@ async def sign_up(client: httpx.AsyncClient, bearer: str) -> None:
 
 async def link_customer(pg: asyncpg.Connection, fake_stripe: FakeStripe, user_id: str) -> str:
     """A Stripe customer linked to the user, as a checkout would have left it."""
-    customer = fake_stripe.add_customer(email=f"{user_id}@example.com", metadata={"userId": user_id})
+    customer = fake_stripe.add_customer(
+        email=f"{user_id}@example.com", metadata={"userId": user_id}
+    )
     await pg.execute(
         "INSERT INTO customers (user_id, stripe_customer_id) VALUES ($1, $2)",
         user_id,
