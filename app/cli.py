@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from app import logging as log_setup
 from app.settings import ConfigError, Settings
@@ -44,7 +45,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         check=True,
     )
     settings = settings.model_copy(update={"database_url": url})
-    app = create_app(settings)
+    workers = args.workers or settings.web_concurrency
+    # One worker is served in this process; several are separate processes, each building
+    # its own app (pool, worker loop, logging) through the `production_app` factory.
+    app: Any = create_app(settings) if workers == 1 else "app.main:production_app"
+    os.environ["DATABASE_URL"] = url
     base = f"http://{settings.host}:{settings.port}"
     print(f"Serving on {base}", flush=True)
     if not settings.is_production:
@@ -56,12 +61,17 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     uvicorn.run(
         app,
+        factory=workers > 1,
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_level="info",
         log_config=None,  # ours (app.logging), set above
         access_log=False,  # app.middleware writes one line per request, with its ID
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     return 0
 
@@ -257,7 +267,11 @@ def spa(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="apply migrations and serve HTTP").set_defaults(run=serve)
+    serve_parser = commands.add_parser("serve", help="apply migrations and serve HTTP")
+    serve_parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default WEB_CONCURRENCY, 1)"
+    )
+    serve_parser.set_defaults(run=serve)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=migrate)
     token_parser = commands.add_parser("token", help="mint a development bearer token")
     token_parser.add_argument("--sub", default="dev-user", help="the user ID (default dev-user)")

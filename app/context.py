@@ -64,11 +64,18 @@ class Context:
         self.runtime = runtime
         self.request = request
         self.request_id = request_id
-        self.loaders = Loaders(self)
+        self._loaders: Loaders | None = None
         self._connection: Connection | None = None
         self._user: UserRecord | None = None
         self._lock = asyncio.Lock()
         self._user_lock = asyncio.Lock()
+
+    @property
+    def loaders(self) -> Loaders:
+        """Made on first use: most requests (`me`, `plans`, webhooks) never batch anything."""
+        if self._loaders is None:
+            self._loaders = Loaders(self)
+        return self._loaders
 
     @property
     def settings(self) -> Settings:

@@ -37,6 +37,7 @@ from strawberry.utils.await_maybe import await_maybe
 
 from app.context import Context
 from app.errors import format_error
+from app.execution import FlatListExecutor
 from app.logging import operation_var
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,12 @@ class _Documents:
                     invalid.message = invalid.message.split("Did you mean")[0].strip()
         if errors:
             return Prepared(None, errors, "invalid")
-        return Prepared(document, [], _root_fields(document))
+        return Prepared(document, [], _root_fields(document), _only_public(document))
+
+
+# Root fields whose answer is the same for everyone for the life of the process (the plan
+# catalog is built at start-up), so their encoded responses can be reused.
+PUBLIC_ROOT_FIELDS = frozenset({"plans", "__typename"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,24 @@ class Prepared:
     document: DocumentNode | None
     errors: list[GraphQLError]
     label: str  # for metrics and logs: the root fields, bounded by the schema
+    public: bool = False
+
+
+def _only_public(document: DocumentNode) -> bool:
+    for definition in document.definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            return False
+        if definition.operation is not OperationType.QUERY:
+            return False
+        for selection in definition.selection_set.selections:
+            if (
+                not isinstance(selection, FieldNode)
+                or selection.name.value not in PUBLIC_ROOT_FIELDS
+            ):
+                return False
+            if selection.directives:
+                return False
+    return True
 
 
 def _root_fields(document: DocumentNode) -> str:
@@ -127,6 +151,8 @@ class GraphQLEndpoint:
         cache_size: int = 512,
     ) -> None:
         self._schema = schema
+        self._public: OrderedDict[tuple[str, str | None, str], bytes] = OrderedDict()
+        self._public_size = cache_size
         self._documents = _Documents(
             schema,
             (*specified_rules, *extra_rules),
@@ -206,6 +232,13 @@ class GraphQLEndpoint:
             return _encode(state, None, [error], request_id)
         if request.method == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
+        public_key = None
+        if prepared.public:
+            public_key = (query, operation_name, json.dumps(variables, sort_keys=True))
+            cached = self._public.get(public_key)
+            if cached is not None:
+                state["outcome"] = "ok"
+                return cached
         context = Context(request.state.runtime, request, request_id)
         try:
             result = await await_maybe(
@@ -215,11 +248,17 @@ class GraphQLEndpoint:
                     context_value=context,
                     variable_values=variables,
                     operation_name=operation_name,
+                    executor_class=FlatListExecutor,
                 )
             )
         finally:
             await context.close()
-        return _encode(state, result.data, result.errors or [], request_id)
+        body = _encode(state, result.data, result.errors or [], request_id)
+        if public_key is not None and not result.errors:
+            self._public[public_key] = body
+            if len(self._public) > self._public_size:
+                self._public.popitem(last=False)
+        return body
 
 
 def _json_param(value: str | None) -> Any:

@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
+from app import logging as log_setup
 from app.auth import Authenticator, JwksCache, development_secret
 from app.context import Runtime
 from app.export_route import account_export
@@ -152,6 +153,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+def production_app() -> Starlette:
+    """The factory each worker process calls (`python -m app serve --workers N`, or
+    `uvicorn --factory app.main:production_app`): settings from the environment, our logs."""
+    settings = Settings()
+    log_setup.configure(json_format=settings.json_logs)
+    return create_app(settings)
 
 
 def stripe_gateway(settings: Settings, metrics: Metrics | None = None) -> StripeGateway:

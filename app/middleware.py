@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
@@ -41,7 +41,7 @@ class RequestContext:
             return
         started = time.perf_counter()
         incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
         # A copy per request: servers may hand every request the same lifespan state dict.
         state = {**scope.get("state", {}), "request_id": request_id}
         scope["state"] = state
@@ -63,8 +63,7 @@ class RequestContext:
             route = path if path in ROUTES else "other"
             operation = state.get("operation", "")
             outcome = state.get("outcome") or str(status)
-            self.metrics.requests.labels(route, operation, outcome).inc()
-            self.metrics.request_seconds.labels(route, operation).observe(elapsed)
+            self.metrics.observe_request(route, operation, outcome, elapsed)
             if self.access_log:
                 access.info(
                     "%s %s %d",

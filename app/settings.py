@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     access_log: bool = True
+    web_concurrency: int = 1
+    forwarded_allow_ips: str = "127.0.0.1"
+    graceful_shutdown_seconds: int = 20
     run_worker: bool = True
     worker_poll_seconds: float = 1.0
     data_dir: Path = Path(".data")

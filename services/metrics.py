@@ -6,6 +6,8 @@ webhook route, the worker, the Stripe gateway); `/metrics` renders it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,12 +61,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.pool = Gauge(
             "billing_db_pool_connections",
             "Database pool connections by state",
             ["state"],
             registry=self.registry,
         )
+
+    def observe_request(self, route: str, operation: str, outcome: str, seconds: float) -> None:
+        """The hot path's two samples; labelled children are looked up once and kept."""
+        key = (route, operation, outcome)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, operation, outcome),
+                self.request_seconds.labels(route, operation),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

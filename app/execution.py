@@ -1,0 +1,119 @@
+"""A graphql-core executor that completes lists of plain records in one loop.
+
+graphql-core completes every field of every list item on its own (about 5 µs each), which
+makes a 1,000-row `usageRecords` cost ~20 ms. When every selected subfield of the items is a
+leaf (scalar or enum) read straight off the object — Strawberry marks such resolvers
+`_is_default` — the result is the same dict graphql-core would build, so this executor
+builds it directly. Anything else (resolvers, nested objects, `is_type_of`, @defer/@stream,
+a null where the schema says non-null) takes graphql-core's ordinary path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
+    GraphQLScalarType,
+)
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
+from graphql.pyutils import AwaitableOrValue, Path
+
+DEFINITION = "strawberry-definition"
+
+# response key, attribute name (None for __typename), serialize, may be null
+_Leaf = tuple[str, str | None, Callable[[Any], Any], bool]
+
+
+class _NotFlat(Exception):
+    pass
+
+
+class FlatListExecutor(ExecutorThrowingOnIncremental):
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[GraphQLOutputType],
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+        result: Any,
+        position_context: None,
+    ) -> AwaitableOrValue[list[Any]]:
+        if isinstance(result, list):
+            leaves = self._flat_plan(return_type, field_details_list, path)
+            if leaves is not None:
+                try:
+                    return _complete_flat(
+                        leaves, result, isinstance(return_type.of_type, GraphQLNonNull)
+                    )
+                except Exception:  # noqa: S110 - graphql-core reports it properly
+                    pass
+        return super().complete_list_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
+
+    def _flat_plan(
+        self,
+        return_type: GraphQLList[GraphQLOutputType],
+        field_details_list: FieldDetailsList,
+        path: Path,
+    ) -> list[_Leaf] | None:
+        item_type = return_type.of_type
+        if isinstance(item_type, GraphQLNonNull):
+            item_type = item_type.of_type
+        if not isinstance(item_type, GraphQLObjectType) or item_type.is_type_of is not None:
+            return None
+        if self.get_stream_usage(field_details_list, path) is not None:
+            return None
+        grouped, defer_usages, *_ = self.collect_subfields(item_type, field_details_list)
+        if defer_usages:
+            return None
+        leaves: list[_Leaf] = []
+        for response_key, details in grouped.items():
+            name = details[0].node.name.value
+            if name == "__typename":
+                leaves.append((response_key, None, _constant(item_type.name), False))
+                continue
+            field = item_type.fields.get(name)
+            if field is None or not getattr(field.resolve, "_is_default", False):
+                return None
+            definition = (field.extensions or {}).get(DEFINITION)
+            leaf_type, nullable = field.type, True
+            if isinstance(leaf_type, GraphQLNonNull):
+                leaf_type, nullable = leaf_type.of_type, False
+            if definition is None or not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
+                return None
+            leaves.append((response_key, definition.python_name, leaf_type.serialize, nullable))
+        return leaves
+
+
+def _constant(value: str) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+def _complete_flat(leaves: list[_Leaf], items: Iterable[Any], items_non_null: bool) -> list[Any]:
+    completed: list[Any] = []
+    for item in items:
+        if item is None:
+            if items_non_null:
+                raise _NotFlat
+            completed.append(None)
+            continue
+        row: dict[str, Any] = {}
+        for response_key, attribute, serialize, nullable in leaves:
+            value = item if attribute is None else getattr(item, attribute)
+            if value is None:
+                if not nullable:
+                    raise _NotFlat  # let graphql-core report the error as it would
+                row[response_key] = None
+            else:
+                row[response_key] = serialize(value)
+        completed.append(row)
+    return completed

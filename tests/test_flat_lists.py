@@ -1,0 +1,88 @@
+"""Long lists of plain records come back exactly as graphql-core's own executor makes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+from graphql import execute, parse
+from starlette.requests import Request
+
+from app.context import Context, Runtime
+from app.execution import FlatListExecutor
+from schema.root import build_schema
+from tests.helpers import gql
+
+QUERY = """
+query($withTime: Boolean!) {
+  me {
+    usageRecords(first: 5) {
+      __typename
+      howMany: quantity
+      metric
+      id
+      createdAt @include(if: $withTime)
+      again: quantity @skip(if: $withTime)
+    }
+    notifications(first: 3) { kind message }
+  }
+}
+"""
+
+
+async def test_the_flat_path_matches_graphql_cores_executor(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    pg: asyncpg.Connection,
+    runtime: Runtime,
+) -> None:
+    bearer = token("u1")
+    await gql(client, "{ me { id } }", token=bearer)
+    await pg.execute(
+        "INSERT INTO usage_records (user_id, metric, quantity, created_at) "
+        "SELECT 'u1', 'api.calls', n, now() - make_interval(secs => n) FROM generate_series(1, 7) n"
+    )
+    await pg.execute(
+        "INSERT INTO notifications (user_id, kind, message) VALUES ('u1', 'info', 'hello')"
+    )
+
+    for with_time in (True, False):
+        body = await gql(client, QUERY, {"withTime": with_time}, token=bearer)
+        records = body["data"]["me"]["usageRecords"]
+        assert [r["howMany"] for r in records] == [1, 2, 3, 4, 5]
+        assert all(r["__typename"] == "UsageRecord" for r in records)
+        assert ("createdAt" in records[0]) is with_time
+        assert ("again" in records[0]) is not with_time
+
+    # The same document through both executors, with the same kind of context.
+    def context() -> Context:
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "POST",
+            "path": "/graphql",
+            "headers": [(b"authorization", f"Bearer {bearer}".encode())],
+            "query_string": b"",
+            "state": {"runtime": runtime, "request_id": "r"},
+        }
+        return Context(runtime, Request(scope), "r")
+
+    schema = build_schema()._schema
+    document = parse(QUERY)
+    results = []
+    for executor_class in (None, FlatListExecutor):
+        ctx = context()
+        try:
+            result = await execute(
+                schema,
+                document,
+                context_value=ctx,
+                variable_values={"withTime": True},
+                executor_class=executor_class,
+            )  # type: ignore[misc]
+        finally:
+            await ctx.close()
+        results.append((result.data, result.errors))
+    assert results[0] == results[1]
+    assert results[1][1] is None
