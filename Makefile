@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck check schema bench clean spa
+.PHONY: run test lint typecheck check schema bench soak clean spa
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -59,6 +59,11 @@ schema: $(VENV)/.synced
 # bench.export measure single features in more detail.
 bench: $(VENV)/.synced
 	$(PY) -m bench.run
+
+# A bounded soak (about 60 s of load, then the drain): two servers, a flaky fake Stripe, one
+# PostgreSQL restart; non-zero exit if anything was lost or doubled. SOAK_ARGS="--seconds 300"
+soak: $(VENV)/.synced
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules

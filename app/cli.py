@@ -14,7 +14,7 @@ from typing import Any
 
 from app import logging as log_setup
 from app.settings import ConfigError, Settings
-from db.connection import Database
+from db.connection import Database, connect
 from services.plans import PlanCatalog
 from services.stripe_gateway import StripeGateway
 
@@ -173,7 +173,7 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         async with (
             _runtime(settings) as (database, gateway, plans),
-            database.connection() as conn,
+            connect(database, 30.0) as conn,
         ):
             if args.replay or args.replay_failed:
                 requeued = await db_events.requeue(conn, args.replay or None)
@@ -201,7 +201,7 @@ def resync(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         async with (
             _runtime(settings) as (database, gateway, plans),
-            database.connection() as conn,
+            connect(database, 30.0) as conn,
         ):
             results = await resync_all(conn, gateway, plans)
         for result in results:

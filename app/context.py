@@ -10,7 +10,7 @@ from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 
 from app.logging import user_id_var
-from db.connection import Connection, Database, PoolExhausted, acquire
+from db.connection import Connection, Database, PoolExhausted, acquire, release
 from services import account
 from services.errors import ServiceBusy
 from services.users import current_user
@@ -112,4 +112,4 @@ class Context:
     async def close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            await connection.__aexit__(None, None, None)
+            await release(connection)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.context import Runtime
 from app.errors import INTERNAL, code_for
+from db.connection import connect
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
@@ -142,7 +143,8 @@ async def account_export(request: Request) -> Response:
 
 async def _download(runtime: Runtime, authorization: str | None) -> Response:
     identity = await runtime.authenticator.identify(authorization)
-    async with runtime.database.connection() as conn:  # given back before Stripe is asked
+    # The connection is given back before Stripe is asked.
+    async with connect(runtime.database, runtime.settings.db_acquire_timeout_seconds) as conn:
         user = await current_user(conn, identity)
         data = await export.our_data(conn, user, rate_limit=runtime.settings.rate_limits.export)
     customer_id = None if data.customer is None else data.customer.stripe_customer_id

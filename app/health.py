@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from db import health
+from db.connection import connect
 from db.migrate import head_revision
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,10 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready only when the database answers and its schema is what this code expects."""
     database = request.state.runtime.database
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), database.connection() as conn:
+        async with (
+            asyncio.timeout(READY_TIMEOUT_SECONDS),
+            connect(database, READY_TIMEOUT_SECONDS) as conn,
+        ):
             version = await health.migration_version(conn)
     except Exception as exc:
         log.warning("readiness check failed: %s", type(exc).__name__)

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from db import health
-from db.connection import PoolExhausted, acquire, pool_stats
+from db.connection import PoolExhausted, connect, pool_stats
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,8 @@ async def metrics_endpoint(request: Request) -> Response:
     for state, count in pool_stats(runtime.database).items():
         metrics.pool.labels(state).set(count)
     try:
-        conn = await acquire(runtime.database, 1.0)
-        try:
+        async with connect(runtime.database, 1.0) as conn:
             depths = await health.queue_depths(conn)
-        finally:
-            await conn.__aexit__(None, None, None)
     except (PoolExhausted, OSError) as exc:
         log.warning("metrics: queue depths unavailable (%s)", type(exc).__name__)
     else:

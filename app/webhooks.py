@@ -11,7 +11,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from db.connection import acquire
+from db.connection import connect
 from services import webhooks
 from services.stripe_gateway import InvalidWebhook
 
@@ -33,11 +33,8 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         runtime.metrics.webhook_events.labels("unknown", "invalid").inc()
         return JSONResponse({"error": f"invalid webhook: {exc}"}, 400)
     try:
-        conn = await acquire(runtime.database, runtime.settings.db_acquire_timeout_seconds)
-        try:
+        async with connect(runtime.database, runtime.settings.db_acquire_timeout_seconds) as conn:
             new = await webhooks.record(conn, event)
-        finally:
-            await conn.__aexit__(None, None, None)
     except Exception:
         log.exception("could not record Stripe event %s", event.id)
         return JSONResponse({"error": "could not record the event; retry later"}, 503)

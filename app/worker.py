@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from db import events as db_events
 from db import jobs as db_jobs
-from db.connection import Connection, Database
+from db.connection import Connection, Database, connect
 from services import profile, rate_limits, webhooks
 from services.metrics import Metrics
 from services.plans import PlanCatalog
@@ -35,6 +35,7 @@ class WorkerSettings:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     max_event_attempts: int = 15
+    acquire_seconds: float = 30.0
     rate_limit_purge_interval: float = 600.0
 
 
@@ -103,12 +104,12 @@ class Worker:
     async def purge_rate_limits(self) -> int:
         """Housekeeping: rows of rate limits that no longer limit anyone, also of deleted
         accounts. Harmless in any number of processes at once."""
-        async with self._database.connection() as conn:
+        async with connect(self._database, self._settings.acquire_seconds) as conn:
             return await rate_limits.purge_stale(conn)
 
     async def run_once(self) -> bool:
         """Handle one due event or, if none, one due job; False when nothing was due."""
-        async with self._database.connection() as conn:
+        async with connect(self._database, self._settings.acquire_seconds) as conn:
             event = await db_events.claim_due(conn, self._settings.lease_seconds)
             if event is not None:
                 await self._process_event(conn, event)

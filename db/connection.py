@@ -10,7 +10,17 @@ from typing import Any
 from databases import Database
 from databases.core import Connection
 
-__all__ = ["Connection", "Database", "PoolExhausted", "acquire", "as_dict", "pool_stats", "raw"]
+__all__ = [
+    "Connection",
+    "Database",
+    "PoolExhausted",
+    "acquire",
+    "as_dict",
+    "connect",
+    "pool_stats",
+    "raw",
+    "release",
+]
 
 
 class PoolExhausted(Exception):
@@ -20,15 +30,33 @@ class PoolExhausted(Exception):
 async def acquire(database: Database, within: float) -> Connection:
     """A pool connection within `within` seconds, so a saturated pool fails fast, not hangs.
 
-    The caller releases it with `await connection.__aexit__(None, None, None)`.
+    Always a fresh `Connection`, never `databases`' task-bound one: a long-lived task (the
+    worker) would otherwise keep reusing one whose use count a failed COMMIT left raised,
+    with a dead connection inside. Give it back with `release`.
     """
-    connection = database.connection()
+    connection = Connection(database, database._backend)
     try:
         async with asyncio.timeout(within):
             await connection.__aenter__()
     except TimeoutError as exc:
         raise PoolExhausted(f"no database connection free within {within:g} s") from exc
     return connection
+
+
+async def release(connection: Connection) -> None:
+    """Back to the pool, even when a COMMIT or ROLLBACK that failed on a lost connection
+    left `databases`' use count raised (the pool then replaces the dead connection)."""
+    while connection._connection_counter > 0:
+        await connection.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def connect(database: Database, within: float) -> AsyncIterator[Connection]:
+    connection = await acquire(database, within)
+    try:
+        yield connection
+    finally:
+        await release(connection)
 
 
 def pool_stats(database: Database) -> dict[str, int]:
