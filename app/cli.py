@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -59,6 +60,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             '           then set the header {"Authorization": "Bearer <token>"} in GraphiQL',
             flush=True,
         )
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete; a clean shutdown
+    # should end with status 0 for supervisors.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         factory=workers > 1,

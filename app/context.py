@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from services.metrics import Metrics
     from services.plans import PlanCatalog
     from services.stripe_gateway import StripeGateway
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,11 @@ class Context:
         return self._user
 
     async def close(self) -> None:
+        """Give the connection back; a failure to do so must not fail the finished request
+        (asyncpg terminates and replaces a connection it cannot reset)."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            await release(connection)
+            try:
+                await release(connection)
+            except Exception:
+                log.warning("could not release a database connection cleanly", exc_info=True)

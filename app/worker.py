@@ -147,7 +147,10 @@ class Worker:
                 "; giving up, replay it with `python -m app events --replay`" if give_up else "",
                 exc_info=level == logging.ERROR,
             )
-            await db_events.retry_later(conn, event.id, _describe(exc), delay, give_up=give_up)
+            # On a fresh connection: the failure may have been this connection dying, and the
+            # item must not sit out its whole lease before anyone retries it.
+            async with connect(self._database, self._settings.acquire_seconds) as fresh:
+                await db_events.retry_later(fresh, event.id, _describe(exc), delay, give_up=give_up)
             self._count_event(event.type, "failed" if give_up else "retry")
 
     async def _run_job(self, conn: Connection, job: db_jobs.JobRecord) -> None:
@@ -165,7 +168,8 @@ class Worker:
                 job.attempts,
                 _describe(exc),
             )
-            await db_jobs.retry_later(conn, job, _describe(exc), delay)
+            async with connect(self._database, self._settings.acquire_seconds) as fresh:
+                await db_jobs.retry_later(fresh, job, _describe(exc), delay)
             if self._metrics is not None:
                 self._metrics.job_failures.labels(job.kind).inc()
 
