@@ -24,6 +24,7 @@ QUIET = ("pgserver", "alembic.runtime.plugins", "stripe", "httpx", "httpcore", "
 class RequestFields(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = getattr(record, "request_id", None) or request_id_var.get()
+        record.request_tag = f" [{record.request_id}]" if record.request_id else ""
         record.operation = operation_var.get()
         record.user_id = user_id_var.get()
         return True
@@ -55,7 +56,7 @@ def configure(*, json_format: bool, level: int = logging.INFO) -> None:
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(levelname)s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter("%(levelname)s %(name)s%(request_tag)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
