@@ -23,8 +23,9 @@ QUIET = ("pgserver", "alembic.runtime.plugins", "stripe", "httpx", "httpcore", "
 
 class RequestFields(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = getattr(record, "request_id", None) or request_id_var.get()
-        record.request_tag = f" [{record.request_id}]" if record.request_id else ""
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        record.request_id = request_id
+        record.request_tag = f" [{request_id}]" if request_id else ""
         record.operation = operation_var.get()
         record.user_id = user_id_var.get()
         return True
