@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from db.connection import Connection, as_dict, raw
+from db.jobs import PROFILE_SYNC
 
 _COLUMNS = (
     "id, email, email_verified, first_name, last_name, phone, profile_updated_at, "
@@ -114,13 +115,19 @@ async def apply_stripe_profile(
     phone: str | None,
     changed_at: datetime,
 ) -> bool:
-    """Take Stripe's name and phone unless the user edited their profile after `changed_at`."""
+    """Take Stripe's name and phone unless the user edited their profile after `changed_at`,
+    or has an edit still waiting to be pushed (then ours is the newer one: Stripe's
+    timestamps are whole seconds, too coarse to order an echo against a fresh edit)."""
     changed = await conn.fetch_val(
         """
         UPDATE users SET first_name = :first_name, last_name = :last_name, phone = :phone,
             updated_at = now()
         WHERE id = :id
           AND (profile_updated_at IS NULL OR profile_updated_at <= :changed_at)
+          AND NOT EXISTS (
+              SELECT 1 FROM sync_jobs WHERE sync_jobs.user_id = users.id
+                AND sync_jobs.kind = :kind
+          )
           AND (first_name, last_name, phone) IS DISTINCT FROM (:first_name, :last_name, :phone)
         RETURNING true
         """,
@@ -130,6 +137,7 @@ async def apply_stripe_profile(
             "last_name": last_name,
             "phone": phone,
             "changed_at": changed_at,
+            "kind": PROFILE_SYNC,
         },
     )
     return changed is True

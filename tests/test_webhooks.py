@@ -570,3 +570,34 @@ async def test_two_workers_process_every_event_exactly_once(
     assert sum(handled) >= 5
     assert {r["status"] for r in await stored(pg)} == {"processed"}
     assert await pg.fetchval("SELECT count(*) FROM notifications") == 5
+
+
+async def test_an_echo_of_an_older_push_does_not_undo_an_edit_still_waiting_to_be_pushed(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pg: asyncpg.Connection,
+) -> None:
+    bearer, _, customer_id = await subscribed_user(client, token, fake_stripe)
+    await gql(
+        client, 'mutation { updateProfile(input: {firstName: "First"}) { id } }', token=bearer
+    )
+    await runtime.worker.drain()  # "First" is pushed; Stripe will echo it
+    echo = fake_stripe.event(
+        "customer.updated", fake_stripe.customers[customer_id], created=int(time.time()) + 1
+    )
+    await gql(
+        client, 'mutation { updateProfile(input: {firstName: "Second"}) { id } }', token=bearer
+    )
+    await deliver(client, echo)  # the echo is processed before "Second" is pushed
+    [event] = [r for r in await stored(pg) if r["id"] == echo["id"]]
+    while await runtime.worker.run_once():
+        if (
+            await pg.fetchval("SELECT status FROM stripe_events WHERE id = $1", echo["id"])
+            != "pending"
+        ):
+            break
+    me = await gql(client, "{ me { firstName } }", token=bearer)
+    assert event["status"] == "pending"
+    assert me["data"]["me"]["firstName"] == "Second"
