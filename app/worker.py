@@ -84,6 +84,7 @@ class Worker:
 
     async def _run(self) -> None:
         next_purge = time.monotonic()
+        failing = False
         while not self._stopping:
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + self._settings.rate_limit_purge_interval
@@ -93,9 +94,14 @@ class Worker:
                     log.exception("rate-limit purge failed")
             try:
                 busy = await self.run_once()
-            except Exception:
-                log.exception("worker iteration failed")
-                busy = False
+                failing = False
+            except Exception as exc:
+                # One traceback per outage; while it lasts, a line per poll is enough.
+                if failing:
+                    log.warning("worker iteration failed again: %s", _describe(exc))
+                else:
+                    log.exception("worker iteration failed")
+                failing, busy = True, False
             if not busy and not self._stopping:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)

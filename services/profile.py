@@ -66,6 +66,8 @@ async def push_to_stripe(conn: Connection, stripe: StripeGateway, job: db_jobs.J
         )
     except CustomerGone:
         return
+    # Under the user's lock, like the webhook handlers' writes, so theirs and ours are ordered.
+    await db_customers.lock_for_user(conn, job.user_id)
     await db_customers.mirror(
         conn, updated.id, email=updated.email, name=updated.name, phone=updated.phone
     )
