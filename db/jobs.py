@@ -90,10 +90,3 @@ async def retry_later(conn: Connection, job: JobRecord, error: str, delay_second
         """,
         {"id": job.id, "version": job.version, "error": error[:2000], "delay": delay_seconds},
     )
-
-
-async def pending(conn: Connection) -> list[JobRecord]:
-    rows = await conn.fetch_all(
-        f"SELECT {_COLUMNS} FROM sync_jobs ORDER BY next_attempt_at"  # noqa: S608
-    )
-    return [JobRecord.from_row(row) for row in rows]

@@ -6,9 +6,8 @@ import strawberry
 
 from app.context import Context
 from resolvers.query import to_user
-from resolvers.users import to_subscription
+from resolvers.users import to_subscription, to_usage_record
 from schema.export import DeleteAccountInput, DeleteAccountResult, Export
-from schema.types import UsageRecord
 from services import deletion, export
 
 
@@ -25,15 +24,7 @@ async def export_account(info: strawberry.Info[Context, None]) -> Export:
     return Export(
         user_profile=to_user(data.user),
         subscription=None if data.subscription is None else to_subscription(data.subscription),
-        usage_records=[
-            UsageRecord(
-                id=strawberry.ID(str(r.id)),
-                metric=r.metric,
-                quantity=r.quantity,
-                created_at=r.created_at,
-            )
-            for r in data.usage_records
-        ],
+        usage_records=[to_usage_record(r) for r in data.usage_records],
         export_timestamp=data.exported_at,
         export_version=data.version,
         stripe_customer_id=None if data.customer is None else data.customer.stripe_customer_id,

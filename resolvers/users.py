@@ -7,6 +7,7 @@ import strawberry
 from app.context import Context
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
+from db.usage import UsageRecordRow
 from schema.types import Customer, Notification, Subscription, SubscriptionStatus, UsageRecord
 from services import account
 
@@ -30,6 +31,15 @@ def to_subscription(record: SubscriptionRecord) -> Subscription:
         cancel_at_period_end=record.cancel_at_period_end,
         current_period_end=record.current_period_end,
         updated_at=record.updated_at,
+    )
+
+
+def to_usage_record(record: UsageRecordRow) -> UsageRecord:
+    return UsageRecord(
+        id=strawberry.ID(str(record.id)),
+        metric=record.metric,
+        quantity=record.quantity,
+        created_at=record.created_at,
     )
 
 
@@ -59,12 +69,4 @@ async def usage_records(
     info: strawberry.Info[Context, None], user_id: str, first: int
 ) -> list[UsageRecord]:
     records = await account.usage_records(await info.context.connection(), user_id, first)
-    return [
-        UsageRecord(
-            id=strawberry.ID(str(r.id)),
-            metric=r.metric,
-            quantity=r.quantity,
-            created_at=r.created_at,
-        )
-        for r in records
-    ]
+    return [to_usage_record(r) for r in records]

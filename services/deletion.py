@@ -22,10 +22,10 @@ from db.users import UserRecord
 from services import rate_limits
 from services.errors import Unauthenticated
 from services.stripe_gateway import CustomerGone, StripeGateway
+from services.subscription_sync import ENDED
 
 log = logging.getLogger(__name__)
 
-ENDED = frozenset({"canceled", "incomplete_expired"})
 
 DELETED = "Your account and all its data have been deleted."
 SUBSCRIPTIONS_CANCELED = " Any subscription was canceled at once; you will not be billed again."

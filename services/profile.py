@@ -45,10 +45,6 @@ async def update_profile(
     return updated
 
 
-async def enqueue_sync(conn: Connection, user_id: str) -> None:
-    await db_jobs.enqueue(conn, user_id, db_jobs.PROFILE_SYNC)
-
-
 async def push_to_stripe(conn: Connection, stripe: StripeGateway, job: db_jobs.JobRecord) -> None:
     """Send the profile as it is now (so queued edits coalesce into one push)."""
     user = await db_users.get(conn, job.user_id)

@@ -24,9 +24,6 @@ from services.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-API_VERSION: str = stripe.api_version
-
-
 WEBHOOK_TOLERANCE_SECONDS = 300
 
 

@@ -23,7 +23,6 @@ from db import tombstones
 from db import users as db_users
 from db.connection import Connection
 from db.events import EventRecord
-from services.customers import SOURCE
 from services.errors import BadUserInput
 from services.plans import PlanCatalog
 from services.stripe_gateway import CustomerGone, InvalidWebhook, StripeGateway, verify_webhook
@@ -208,7 +207,7 @@ async def _user_for(
         created_at=datetime.fromtimestamp(customer.created, UTC),
     )
     await db_subscriptions.ensure_free(conn, claimed)
-    log.info("event %s linked customer %s to user %s (%s)", event.id, customer_id, claimed, SOURCE)
+    log.info("event %s linked customer %s to user %s", event.id, customer_id, claimed)
     return claimed
 
 
