@@ -51,3 +51,9 @@ async def gql(
 
 def error_codes(body: dict[str, Any]) -> list[str]:
     return [error["extensions"]["code"] for error in body.get("errors", [])]
+
+
+async def sign_up(client: httpx.AsyncClient, bearer: str) -> None:
+    """The user's first request, which provisions them."""
+    body = await gql(client, "{ me { id } }", token=bearer)
+    assert "errors" not in body, body

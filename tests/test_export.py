@@ -17,7 +17,7 @@ from db.connection import Connection, Database
 from services.errors import BadUserInput, NotFound
 from services.usage import MAX_QUANTITY, record_usage
 from tests.fakes.stripe import FakeStripe
-from tests.helpers import error_codes, gql
+from tests.helpers import error_codes, gql, sign_up
 
 EXPORT = """
 {
@@ -40,11 +40,6 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 def settings_overrides(stripe_settings: dict[str, Any]) -> dict[str, Any]:
     """One network retry, not two: failures still outlast the SDK's retries, sooner."""
     return {**stripe_settings, "stripe_max_network_retries": 1}
-
-
-async def sign_up(client: httpx.AsyncClient, bearer: str) -> None:
-    body = await gql(client, "{ me { id } }", token=bearer)
-    assert "errors" not in body, body
 
 
 async def link_customer(pg: asyncpg.Connection, fake_stripe: FakeStripe, user_id: str) -> str:

@@ -17,7 +17,7 @@ from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
 from tests.fakes.stripe import FakeStripe
-from tests.helpers import error_codes, gql
+from tests.helpers import error_codes, gql, sign_up
 
 CHECKOUT = "mutation { createCheckoutSession { id url } }"
 PORTAL = "mutation { createPortalSession { url } }"
@@ -42,11 +42,6 @@ def limits() -> dict[str, int]:
 def settings_overrides(stripe_settings: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
     """No network retries, so that calls to a Stripe that is down fail at once."""
     return {**stripe_settings, "stripe_max_network_retries": 0, **limits}
-
-
-async def sign_up(client: httpx.AsyncClient, bearer: str) -> None:
-    body = await gql(client, "{ me { id } }", token=bearer)
-    assert "errors" not in body, body
 
 
 async def link_customer(pg: asyncpg.Connection, fake_stripe: FakeStripe, user_id: str) -> str:
