@@ -14,7 +14,7 @@ from app.logging import user_id_var
 from db.connection import Connection, Database, PoolExhausted, acquire, release
 from services import account
 from services.errors import ServiceBusy
-from services.users import current_user
+from services.users import Identity, current_user, known_user
 
 if TYPE_CHECKING:
     import httpx
@@ -86,7 +86,7 @@ class Context:
         return self.runtime.settings
 
     async def connection(self) -> Connection:
-        """At most one pool connection per request, taken on first use (`plans` takes none)."""
+        """The request's pool connection, taken on first use (`plans` and `me` take none)."""
         if self._connection is None:
             async with self._lock:
                 if self._connection is None:
@@ -95,10 +95,7 @@ class Context:
                             self.runtime.database, self.settings.db_acquire_timeout_seconds
                         )
                     except PoolExhausted as exc:
-                        raise ServiceBusy(
-                            "The service is busy right now; please try again in a moment.",
-                            retryable=True,
-                        ) from exc
+                        raise _busy() from exc
         return self._connection
 
     async def user(self) -> UserRecord:
@@ -109,9 +106,23 @@ class Context:
                     identity = await self.runtime.authenticator.identify(
                         self.request.headers.get("authorization")
                     )
-                    self._user = await current_user(await self.connection(), identity)
+                    user = None
+                    # Under the connection lock: a request never holds two pool connections.
+                    async with self._lock:
+                        if self._connection is None:
+                            user = await self._known_user(identity)
+                    if user is None:
+                        user = await current_user(await self.connection(), identity)
+                    self._user = user
                     user_id_var.set(self._user.id)
         return self._user
+
+    async def _known_user(self, identity: Identity) -> UserRecord | None:
+        within = self.settings.db_acquire_timeout_seconds
+        try:
+            return await known_user(self.runtime.database, identity, within)
+        except PoolExhausted as exc:
+            raise _busy() from exc
 
     async def close(self) -> None:
         """Give the connection back; a failure to do so must not fail the finished request
@@ -122,3 +133,9 @@ class Context:
                 await release(connection)
             except Exception:
                 log.warning("could not release a database connection cleanly", exc_info=True)
+
+
+def _busy() -> ServiceBusy:
+    return ServiceBusy(
+        "The service is busy right now; please try again in a moment.", retryable=True
+    )

@@ -30,8 +30,9 @@ from graphql import (
     validate,
 )
 from graphql.validation import ASTValidationRule, specified_rules
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.utils.await_maybe import await_maybe
 
@@ -42,13 +43,12 @@ from app.logging import operation_var
 
 log = logging.getLogger(__name__)
 
-JSON_HEADERS = {"content-type": "application/json"}
-
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 class _Documents:
@@ -151,7 +151,8 @@ class GraphQLEndpoint:
         cache_size: int = 512,
     ) -> None:
         self._schema = schema
-        self._public: OrderedDict[tuple[str, str | None, str], bytes] = OrderedDict()
+        # Answers to public queries by the exact request; the same bytes, the same answer.
+        self._public: OrderedDict[tuple[str, bytes], _Public] = OrderedDict()
         self._public_size = cache_size
         self._documents = _Documents(
             schema,
@@ -165,18 +166,48 @@ class GraphQLEndpoint:
         if scope["type"] != "http":  # no websocket protocols are offered
             return
         request = Request(scope, receive)
-        request_id: str = scope["state"]["request_id"]
+        state = scope["state"]
         try:
-            query, variables, operation_name = await self._read(request)
-            body = await self._run(request, request_id, query, variables, operation_name)
+            raw = await self._raw(request)
+            public = self._public.get(raw)
+            if public is not None:  # the same bytes as an answered public query
+                state["operation"], state["outcome"] = public.label, "ok"
+                operation_var.set(public.label)
+                body = public.body
+            else:
+                body = await self._run(request, state, raw)
         except _Refused as refused:
-            await PlainTextResponse(refused.reason, refused.status)(scope, receive, send)
+            response = PlainTextResponse(refused.reason, refused.status, refused.headers)
+            await response(scope, receive, send)
             return
-        await Response(body, headers=JSON_HEADERS)(scope, receive, send)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
-    async def _read(self, request: Request) -> tuple[str, dict[str, Any] | None, str | None]:
-        if request.method == "GET":
-            params = request.query_params
+    async def _raw(self, request: Request) -> tuple[str, bytes]:
+        """The request as sent: the method with the query string or the JSON body."""
+        method = request.method
+        if method == "GET":
+            return method, request.scope["query_string"]
+        if method == "POST":
+            content_type = request.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise _Refused(415, "Send GraphQL requests as application/json")
+            return method, await request.body()
+        raise _Refused(405, "GraphQL only supports GET and POST requests", {"Allow": "GET, POST"})
+
+    def _read(self, raw: tuple[str, bytes]) -> tuple[str, dict[str, Any] | None, str | None]:
+        method, content = raw
+        if method == "GET":
+            params = QueryParams(content)
             if "query" not in params:
                 raise _Refused(404, "Not Found")
             data: Any = {
@@ -184,16 +215,11 @@ class GraphQLEndpoint:
                 "operationName": params.get("operationName"),
                 "variables": _json_param(params.get("variables")),
             }
-        elif request.method == "POST":
-            content_type = request.headers.get("content-type", "")
-            if content_type.split(";")[0].strip().lower() != "application/json":
-                raise _Refused(415, "Send GraphQL requests as application/json")
+        else:
             try:
-                data = json.loads(await request.body())
+                data = json.loads(content)
             except ValueError as exc:
                 raise _Refused(400, "Unable to parse request body as JSON") from exc
-        else:
-            raise _Refused(405, "GraphQL only supports GET and POST requests")
         if isinstance(data, list):
             raise _Refused(400, "Batching is not enabled")
         if not isinstance(data, dict):
@@ -211,16 +237,10 @@ class GraphQLEndpoint:
             raise _Refused(400, "The operation's `operationName` must be a string or null")
         return query, variables, operation_name
 
-    async def _run(
-        self,
-        request: Request,
-        request_id: str,
-        query: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-    ) -> bytes:
+    async def _run(self, request: Request, state: dict[str, Any], raw: tuple[str, bytes]) -> bytes:
+        query, variables, operation_name = self._read(raw)
+        request_id: str = state["request_id"]
         prepared = self._documents.get(query)
-        state = request.scope["state"]
         state["operation"] = prepared.label
         operation_var.set(prepared.label)
         document = prepared.document
@@ -230,16 +250,9 @@ class GraphQLEndpoint:
         if operation is None:
             error = GraphQLError("Unknown operation: name the operation to run (operationName)")
             return _encode(state, None, [error], request_id)
-        if request.method == "GET" and operation.operation is not OperationType.QUERY:
+        if raw[0] == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
-        public_key = None
-        if prepared.public:
-            public_key = (query, operation_name, json.dumps(variables, sort_keys=True))
-            cached = self._public.get(public_key)
-            if cached is not None:
-                state["outcome"] = "ok"
-                return cached
-        context = Context(request.state.runtime, request, request_id)
+        context = Context(state["runtime"], request, request_id)
         try:
             result = await await_maybe(
                 execute(
@@ -254,11 +267,19 @@ class GraphQLEndpoint:
         finally:
             await context.close()
         body = _encode(state, result.data, result.errors or [], request_id)
-        if public_key is not None and not result.errors:
-            self._public[public_key] = body
+        if prepared.public and not result.errors:
+            self._public[raw] = _Public(prepared.label, body)
             if len(self._public) > self._public_size:
                 self._public.popitem(last=False)
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Public:
+    """An answer that is the same for everyone: `plans` and the like."""
+
+    label: str
+    body: bytes
 
 
 def _json_param(value: str | None) -> Any:

@@ -9,20 +9,19 @@ from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
 from app import logging as log_setup
 from app.auth import Authenticator, JwksCache, development_secret
 from app.context import Runtime
+from app.edge import Edge
 from app.export_route import account_export
 from app.graphiql import GraphiQL
 from app.graphql import GraphQLEndpoint
 from app.health import healthz, readyz
 from app.metrics_route import metrics_endpoint
-from app.middleware import LimitBody, RequestContext
+from app.middleware import LimitBody
 from app.settings import ConfigError, Settings
 from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
@@ -39,7 +38,7 @@ GRAPHQL_MAX_BODY_BYTES = 1024 * 1024
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> Edge:
     """Build the ASGI app; raises `ConfigError` naming what is wrong with the configuration."""
     settings = settings or Settings()
     settings.check()
@@ -126,9 +125,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ide.log_mode()
         graphql_endpoint = ide.wrap(graphql_endpoint)
         graphiql_routes = ide.routes()
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
             *graphiql_routes,
             Route(
                 "/webhooks/stripe",
@@ -140,22 +138,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
         ],
-        middleware=[
-            Middleware(RequestContext, metrics=metrics, access_log=settings.access_log),
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.allowed_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-                expose_headers=["X-Request-ID", "Content-Disposition"],
-                max_age=600,
-            ),
-        ],
         lifespan=lifespan,
+    )
+    return Edge(
+        app,
+        routes={"/graphql": graphql_endpoint},
+        metrics=metrics,
+        access_log=settings.access_log,
+        cors_origins=settings.allowed_origins,
     )
 
 
-def production_app() -> Starlette:
+def production_app() -> Edge:
     """The factory each worker process calls (`python -m app serve --workers N`, or
     `uvicorn --factory app.main:production_app`): settings from the environment, our logs."""
     settings = Settings()

@@ -18,6 +18,7 @@ __all__ = [
     "as_dict",
     "connect",
     "pool_stats",
+    "pooled",
     "raw",
     "release",
 ]
@@ -57,6 +58,23 @@ async def connect(database: Database, within: float) -> AsyncIterator[Connection
         yield connection
     finally:
         await release(connection)
+
+
+@asynccontextmanager
+async def pooled(database: Database, within: float) -> AsyncIterator[Any]:
+    """An asyncpg connection straight from the pool under `databases`, for the one-query read
+    every authenticated request starts with: no `databases` connection, task lookup or query
+    lock to pay for. Nothing that needs a transaction belongs here."""
+    pool = database._backend._pool
+    try:
+        async with asyncio.timeout(within):  # asyncpg's own acquire timeout starts a task
+            pg = await pool.acquire()
+    except TimeoutError as exc:
+        raise PoolExhausted(f"no database connection free within {within:g} s") from exc
+    try:
+        yield pg
+    finally:
+        await pool.release(pg)
 
 
 def pool_stats(database: Database) -> dict[str, int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.connection import Connection, as_dict, raw
+from db.connection import Connection, Database, as_dict, pooled, raw
 from db.jobs import PROFILE_SYNC
 
 _COLUMNS = (
@@ -38,6 +38,13 @@ async def get(conn: Connection, user_id: str) -> UserRecord | None:
     async with raw(conn) as pg:
         row = await pg.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
     return None if row is None else UserRecord.from_row(row)
+
+
+async def get_pooled(database: Database, user_id: str, within: float) -> UserRecord | None:
+    """`get` without a request connection: one pooled asyncpg query, the common case's only."""
+    async with pooled(database, within) as pg:
+        row = await pg.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
+    return None if row is None else UserRecord(*row)  # the columns in the fields' order
 
 
 async def insert_if_absent(

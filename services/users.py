@@ -8,7 +8,7 @@ from datetime import datetime
 from db import jobs as db_jobs
 from db import tombstones as db_tombstones
 from db import users as db_users
-from db.connection import Connection
+from db.connection import Connection, Database
 from db.users import UserRecord
 from services.errors import BadUserInput, Unauthenticated
 from services.validation import clean_name, normalize_phone, split_full_name
@@ -62,6 +62,25 @@ async def _refuse_if_deleted(conn: Connection, identity: Identity) -> datetime |
     return None if tombstone is None else tombstone.deleted_at
 
 
+async def known_user(database: Database, identity: Identity, within: float) -> UserRecord | None:
+    """The caller's row when it exists and the token brings nothing new: nearly every request,
+    answered by one pooled read. None sends the caller through `current_user`."""
+    user = await db_users.get_pooled(database, identity.subject, within)
+    if user is None or user.email != identity.email:
+        return None
+    if user.email_verified != identity.email_verified:
+        return None
+    _refuse_older_tokens(user, identity)
+    return user
+
+
+def _refuse_older_tokens(user: UserRecord, identity: Identity) -> None:
+    if user.tokens_not_before is not None and (
+        identity.issued_at is None or identity.issued_at <= user.tokens_not_before
+    ):
+        raise Unauthenticated("This account was deleted")
+
+
 async def current_user(conn: Connection, identity: Identity) -> UserRecord:
     """The caller's row. Email follows the latest token; the profile is filled only once."""
     user = await db_users.get(conn, identity.subject)
@@ -81,10 +100,7 @@ async def current_user(conn: Connection, identity: Identity) -> UserRecord:
         if user is None:  # a concurrent first request inserted it
             user = await db_users.get(conn, identity.subject)
             assert user is not None
-    if user.tokens_not_before is not None and (
-        identity.issued_at is None or identity.issued_at <= user.tokens_not_before
-    ):
-        raise Unauthenticated("This account was deleted")
+    _refuse_older_tokens(user, identity)
     if user.email != identity.email or user.email_verified != identity.email_verified:
         email_changed = user.email != identity.email
         async with conn.transaction():

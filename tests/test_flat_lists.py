@@ -1,4 +1,5 @@
-"""Long lists of plain records come back exactly as graphql-core's own executor makes them."""
+"""Plain records, and long lists of them, come back exactly as graphql-core's own executor
+makes them."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ query($withTime: Boolean!) {
     }
     notifications(first: 3) { kind message }
   }
+  plain: me {
+    __typename
+    id
+    email
+    verified: emailVerified
+    firstName @include(if: $withTime)
+    lastName
+    phone @skip(if: $withTime)
+  }
 }
 """
 
@@ -55,6 +65,11 @@ async def test_the_flat_path_matches_graphql_cores_executor(
         assert all(r["__typename"] == "UsageRecord" for r in records)
         assert ("createdAt" in records[0]) is with_time
         assert ("again" in records[0]) is not with_time
+        plain = body["data"]["plain"]
+        assert plain["__typename"] == "User"
+        assert plain["id"] == "u1"
+        assert ("firstName" in plain) is with_time
+        assert ("phone" in plain) is not with_time
 
     # The same document through both executors, with the same kind of context.
     def context() -> Context:

@@ -176,6 +176,43 @@ async def test_cors_allows_the_app_origin_only(client: httpx.AsyncClient) -> Non
     assert "access-control-allow-origin" not in refused.headers
 
 
+async def test_cors_answers_vary_by_origin_and_expose_the_request_id(
+    client: httpx.AsyncClient,
+) -> None:
+    query = {"query": "{ plans { id } }"}
+    browser = await client.post("/graphql", json=query, headers={"Origin": "http://localhost:3000"})
+    assert browser.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "x-request-id" in browser.headers["access-control-expose-headers"].lower()
+    assert "Origin" in browser.headers["vary"]
+    # No Origin, the same answer: caches must still keep the two apart.
+    server = await client.post("/graphql", json=query)
+    assert "access-control-allow-origin" not in server.headers
+    assert "Origin" in server.headers["vary"]
+    assert server.json() == browser.json()
+
+
+async def test_other_methods_are_405_naming_the_allowed_ones(client: httpx.AsyncClient) -> None:
+    response = await client.put("/graphql", json={"query": "{ plans { id } }"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert "x-request-id" in response.headers
+
+
+async def test_a_remembered_public_answer_is_only_given_to_the_same_request(
+    client: httpx.AsyncClient,
+) -> None:
+    """`plans` answers are reused by the exact request bytes; anything else is worked out."""
+    for _ in range(2):
+        ids = await client.post("/graphql", json={"query": "{ plans { id } }"})
+        assert ids.json() == {"data": {"plans": [{"id": "free"}, {"id": "PRO"}]}}
+    names = await client.post("/graphql", json={"query": "{ plans { name } }"})
+    assert names.json()["data"]["plans"][0] == {"name": "Free"}
+    over_get = await client.get("/graphql", params={"query": "{ plans { id } }"})
+    assert over_get.json() == ids.json()
+    unauthenticated = await client.post("/graphql", json={"query": "{ plans { id } me { id } }"})
+    assert error_codes(unauthenticated.json()) == ["UNAUTHENTICATED"]
+
+
 async def test_an_unexpected_failure_is_masked(
     client: httpx.AsyncClient, token: Callable[..., str], pg: asyncpg.Connection
 ) -> None:
