@@ -11,13 +11,15 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import logging as log_setup
 from app.settings import ConfigError, Settings
 from db.connection import Database, connect
 from services.plans import PlanCatalog
-from services.stripe_gateway import StripeGateway
+
+if TYPE_CHECKING:
+    from services.stripe_gateway import StripeGateway
 
 
 def _database_url(settings: Settings) -> str:
@@ -34,7 +36,7 @@ def _database_url(settings: Settings) -> str:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
+    from app.serving import leave_out_unused_modules
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
@@ -49,7 +51,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.web_concurrency
     # One worker is served in this process; several are separate processes, each building
     # its own app (pool, worker loop, logging) through the `production_app` factory.
-    app: Any = create_app(settings) if workers == 1 else "app.main:production_app"
+    if workers == 1:
+        leave_out_unused_modules(settings)
+        from app.main import create_app
+
+        app: Any = create_app(settings)
+    else:
+        app = "app.serving:production_app"
     os.environ["DATABASE_URL"] = url
     base = f"http://{settings.host}:{settings.port}"
     print(f"Serving on {base}", flush=True)

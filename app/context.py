@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,8 +19,6 @@ from services.errors import ServiceBusy
 from services.users import Identity, current_user, known_user
 
 if TYPE_CHECKING:
-    import httpx
-
     from app.auth import Authenticator
     from app.settings import Settings
     from app.worker import Worker
@@ -41,10 +41,12 @@ class Runtime:
     database: Database
     plans: PlanCatalog
     authenticator: Authenticator
-    http: httpx.AsyncClient
     stripe: StripeGateway
     worker: Worker
     metrics: Metrics
+    # Exports being built in this process (GraphQL and download alike): each holds its
+    # 1,000 rows several times over until answered, so their number bounds the memory.
+    export_slots: asyncio.Semaphore
 
 
 class Loaders:
@@ -95,7 +97,7 @@ class Context:
                             self.runtime.database, self.settings.db_acquire_timeout_seconds
                         )
                     except PoolExhausted as exc:
-                        raise _busy() from exc
+                        raise busy_error() from exc
         return self._connection
 
     async def user(self) -> UserRecord:
@@ -122,11 +124,12 @@ class Context:
         try:
             return await known_user(self.runtime.database, identity, within)
         except PoolExhausted as exc:
-            raise _busy() from exc
+            raise busy_error() from exc
 
     async def close(self) -> None:
         """Give the connection back; a failure to do so must not fail the finished request
         (asyncpg terminates and replaces a connection it cannot reset)."""
+        self._loaders = None  # their loaders refer back to this context: no cycle to collect
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:
@@ -135,7 +138,22 @@ class Context:
                 log.warning("could not release a database connection cleanly", exc_info=True)
 
 
-def _busy() -> ServiceBusy:
+@asynccontextmanager
+async def export_slot(runtime: Runtime) -> AsyncIterator[None]:
+    """One of the process's export slots, waited for as long as a pool connection would be:
+    a queue that does not move (Stripe slow inside an export) answers busy, not never."""
+    try:
+        async with asyncio.timeout(runtime.settings.db_acquire_timeout_seconds):
+            await runtime.export_slots.acquire()
+    except TimeoutError as exc:
+        raise busy_error() from exc
+    try:
+        yield
+    finally:
+        runtime.export_slots.release()
+
+
+def busy_error() -> ServiceBusy:
     return ServiceBusy(
         "The service is busy right now; please try again in a moment.", retryable=True
     )

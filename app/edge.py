@@ -53,6 +53,7 @@ class Edge:
         self.metrics = metrics
         self.access_log = access_log
         self._routes = dict(routes)
+        self.requests_seen = 0  # for `app.memory.trim_when_idle`
         self._cors = CORSMiddleware(
             self._dispatch,
             allow_origins=cors_origins,
@@ -67,6 +68,7 @@ class Edge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        self.requests_seen += 1
         incoming = origin = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":

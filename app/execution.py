@@ -11,7 +11,8 @@ ordinary path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from graphql import (
@@ -26,6 +27,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor_throwing_on_incremental import ExecutorThrowingOnIncremental
 from graphql.pyutils import AwaitableOrValue, Path
+from graphql.type.definition import GraphQLResolveInfoHelpers
 
 DEFINITION = "strawberry-definition"
 
@@ -38,6 +40,22 @@ class _NotFlat(Exception):
 
 
 class FlatListExecutor(ExecutorThrowingOnIncremental):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # graphql-core's helpers for resolvers are bound to the executor, which holds them: a
+        # reference cycle that keeps each request's whole object graph (context, rows,
+        # results) until the collector runs: ~10 MB of a worker under load. Reached through
+        # a weak reference instead, the graph goes as soon as the request is answered.
+        executor = weakref.ref(self)
+
+        def gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
+            return _alive(executor).gather_async_work(values)
+
+        def track(values: Sequence[Awaitable[Any]]) -> None:
+            _alive(executor).track_async_work(values)
+
+        self.async_helpers = GraphQLResolveInfoHelpers(gather=gather, track=track)
+
     def complete_list_value(
         self,
         return_type: GraphQLList[GraphQLOutputType],
@@ -119,6 +137,12 @@ class FlatListExecutor(ExecutorThrowingOnIncremental):
                 return None
             leaves.append((response_key, definition.python_name, leaf_type.serialize, nullable))
         return leaves
+
+
+def _alive(executor: weakref.ref[FlatListExecutor]) -> FlatListExecutor:
+    alive = executor()
+    assert alive is not None, "resolver helpers used after their execution ended"
+    return alive
 
 
 def _constant(value: str) -> Callable[[Any], Any]:

@@ -17,9 +17,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.context import Runtime
+from app.context import Runtime, busy_error, export_slot
 from app.errors import INTERNAL, code_for
-from db.connection import connect
+from db.connection import PoolExhausted, connect
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
@@ -29,6 +29,7 @@ from services.errors import (
     DomainError,
     PaymentProviderError,
     RateLimited,
+    ServiceBusy,
     StripeNotConfigured,
     Unauthenticated,
 )
@@ -123,15 +124,21 @@ def document(
 
 async def account_export(request: Request) -> Response:
     """Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or bad token,
-    429 with `RATE_LIMITED` and `Retry-After` when the user exported too often."""
+    429 with `RATE_LIMITED` and `Retry-After` when the user exported too often, 503 with
+    `Retry-After` when the server is too busy to build it now."""
     try:
-        return await _download(request.state.runtime, request.headers.get("authorization"))
+        runtime: Runtime = request.state.runtime
+        async with export_slot(runtime):
+            return await _download(runtime, request.headers.get("authorization"))
     except Unauthenticated as exc:
         return JSONResponse({"errors": [_error(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"})
     except RateLimited as exc:
         return JSONResponse(
             {"errors": [_error(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
         )
+    except (ServiceBusy, PoolExhausted) as exc:
+        busy = exc if isinstance(exc, ServiceBusy) else busy_error()
+        return JSONResponse({"errors": [_error(busy)]}, 503, headers={"Retry-After": "1"})
     except Exception:
         request_id = request.state.request_id
         log.exception("account export failed", extra={"request_id": request_id})

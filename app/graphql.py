@@ -19,6 +19,7 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
@@ -36,10 +37,11 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.utils.await_maybe import await_maybe
 
-from app.context import Context
+from app.context import Context, export_slot
 from app.errors import format_error
 from app.execution import FlatListExecutor
 from app.logging import operation_var
+from services.errors import ServiceBusy
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,13 @@ class _Documents:
                     invalid.message = invalid.message.split("Did you mean")[0].strip()
         if errors:
             return Prepared(None, errors, "invalid")
-        return Prepared(document, [], _root_fields(document), _only_public(document))
+        label = _root_fields(document)
+        heavy = not HEAVY_ROOT_FIELDS.isdisjoint(label.split("+"))
+        return Prepared(document, [], label, _only_public(document), heavy)
 
+
+# Root fields whose answers are large: built a few at a time (`Runtime.export_slots`).
+HEAVY_ROOT_FIELDS = frozenset({"export"})
 
 # Root fields whose answer is the same for everyone for the life of the process (the plan
 # catalog is built at start-up), so their encoded responses can be reused.
@@ -107,6 +114,7 @@ class Prepared:
     errors: list[GraphQLError]
     label: str  # for metrics and logs: the root fields, bounded by the schema
     public: bool = False
+    heavy: bool = False
 
 
 def _only_public(document: DocumentNode) -> bool:
@@ -253,8 +261,31 @@ class GraphQLEndpoint:
         if raw[0] == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
         context = Context(state["runtime"], request, request_id)
+        if prepared.heavy:
+            try:
+                async with export_slot(state["runtime"]):  # the answer's JSON counts too
+                    result = await self._execute(context, document, variables, operation_name)
+                    return _encode(state, result.data, result.errors or [], request_id)
+            except ServiceBusy as busy:
+                error = GraphQLError(busy.message, original_error=busy)
+                return _encode(state, None, [error], request_id)
+        result = await self._execute(context, document, variables, operation_name)
+        body = _encode(state, result.data, result.errors or [], request_id)
+        if prepared.public and not result.errors:
+            self._public[raw] = _Public(prepared.label, body)
+            if len(self._public) > self._public_size:
+                self._public.popitem(last=False)
+        return body
+
+    async def _execute(
+        self,
+        context: Context,
+        document: DocumentNode,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> ExecutionResult:
         try:
-            result = await await_maybe(
+            return await await_maybe(
                 execute(
                     self._schema,
                     document,
@@ -266,12 +297,6 @@ class GraphQLEndpoint:
             )
         finally:
             await context.close()
-        body = _encode(state, result.data, result.errors or [], request_id)
-        if prepared.public and not result.errors:
-            self._public[raw] = _Public(prepared.label, body)
-            if len(self._public) > self._public_size:
-                self._public.popitem(last=False)
-        return body
 
 
 @dataclass(frozen=True, slots=True)

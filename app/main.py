@@ -1,7 +1,9 @@
-"""The app factory. The lifespan owns the pool and the HTTP client; requests borrow them."""
+"""The app factory. The lifespan owns the pool, the Stripe gateway and the worker; requests
+borrow them."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +14,6 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
-from app import logging as log_setup
 from app.auth import Authenticator, JwksCache, development_secret
 from app.context import Runtime
 from app.edge import Edge
@@ -20,6 +21,7 @@ from app.export_route import account_export
 from app.graphiql import GraphiQL
 from app.graphql import GraphQLEndpoint
 from app.health import healthz, readyz
+from app.memory import trim_when_idle
 from app.metrics_route import metrics_endpoint
 from app.middleware import LimitBody
 from app.settings import ConfigError, Settings
@@ -64,16 +66,15 @@ def create_app(settings: Settings | None = None) -> Edge:
             database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
         )
         await database.connect()
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        jwks = (
-            JwksCache(
+        # Only JWKS fetching needs an HTTP client of ours (and its TLS context, 2 to 3 MB).
+        http = jwks = None
+        if settings.auth_jwks_url:
+            http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+            jwks = JwksCache(
                 settings.auth_jwks_url,
                 http,
                 min_refresh_interval=settings.auth_jwks_cooldown_seconds,
             )
-            if settings.auth_jwks_url
-            else None
-        )
         stripe = stripe_gateway(settings, metrics)
         worker = Worker(
             database,
@@ -92,10 +93,10 @@ def create_app(settings: Settings | None = None) -> Edge:
                 issuer=settings.auth_issuer,
                 audience=settings.auth_audience,
             ),
-            http=http,
             stripe=stripe,
             worker=worker,
             metrics=metrics,
+            export_slots=asyncio.Semaphore(settings.export_concurrency),
         )
         if settings.run_worker:
             worker.start()
@@ -104,12 +105,15 @@ def create_app(settings: Settings | None = None) -> Edge:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        trimmer = asyncio.create_task(trim_when_idle(lambda: edge.requests_seen))
         try:
             yield {"runtime": runtime}
         finally:
+            trimmer.cancel()
             await worker.stop()
             await runtime.stripe.aclose()
-            await http.aclose()
+            if http is not None:
+                await http.aclose()
             await database.disconnect()
 
     graphql = GraphQLEndpoint(
@@ -140,21 +144,14 @@ def create_app(settings: Settings | None = None) -> Edge:
         ],
         lifespan=lifespan,
     )
-    return Edge(
+    edge = Edge(
         app,
         routes={"/graphql": graphql_endpoint},
         metrics=metrics,
         access_log=settings.access_log,
         cors_origins=settings.allowed_origins,
     )
-
-
-def production_app() -> Edge:
-    """The factory each worker process calls (`python -m app serve --workers N`, or
-    `uvicorn --factory app.main:production_app`): settings from the environment, our logs."""
-    settings = Settings()
-    log_setup.configure(json_format=settings.json_logs)
-    return create_app(settings)
+    return edge
 
 
 def stripe_gateway(settings: Settings, metrics: Metrics | None = None) -> StripeGateway:

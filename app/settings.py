@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import NonNegativeInt, SecretStr, field_validator
+from pydantic import NonNegativeInt, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.rate_limits import RateLimits
@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     rate_limit_export_per_hour: NonNegativeInt = 10
     rate_limit_delete_per_hour: NonNegativeInt = 5
     db_acquire_timeout_seconds: float = 5.0
+    # Exports (1,000 rows each) a worker builds at once; more wait their turn.
+    export_concurrency: PositiveInt = 2
     log_format: Literal["json", "text"] | None = None
 
     @field_validator(

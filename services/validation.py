@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 
-import phonenumbers
-
 from services.errors import BadUserInput
 
 MAX_NAME_LENGTH = 100
@@ -29,6 +27,8 @@ def normalize_phone(field: str, value: str | None) -> str | None:
     """E.164 (`+14155550100`), the only form Stripe and SMS providers agree on."""
     if value is None or not value.strip():
         return None
+    import phonenumbers  # on first use: 0.8 MB a worker that most never need
+
     try:
         parsed = phonenumbers.parse(value.strip(), None)
     except phonenumbers.NumberParseException:

@@ -470,3 +470,56 @@ async def test_usage_for_an_unknown_user_is_not_found(
     with pytest.raises(NotFound):
         await record_usage(conn, "nobody", "api.requests", 1)
     assert await pg.fetchval("SELECT count(*) FROM usage_records") == 0
+
+
+class TestExportsAtOnce:
+    """A worker builds a bounded number of exports at a time (each holds 1,000 rows several
+    times over); the rest wait their turn, but never longer than for a pool connection."""
+
+    @pytest.fixture
+    def settings_overrides(self, stripe_settings: dict[str, Any]) -> dict[str, Any]:
+        return {**stripe_settings, "export_concurrency": 1, "db_acquire_timeout_seconds": 0.3}
+
+    async def test_exports_wait_their_turn_and_all_complete(
+        self,
+        client: httpx.AsyncClient,
+        token: Callable[..., str],
+        fake_stripe: FakeStripe,
+        pg: asyncpg.Connection,
+    ) -> None:
+        bearer = token("ada")
+        await sign_up(client, bearer)
+        customer_id = await link_customer(pg, fake_stripe, "ada")
+        fake_stripe.latency = 0.05  # every export asks Stripe for the customer
+        bodies = await asyncio.gather(*(gql(client, EXPORT, token=bearer) for _ in range(4)))
+        assert all("errors" not in body for body in bodies), bodies
+        assert [body["data"]["export"]["stripeCustomer"]["id"] for body in bodies] == [
+            customer_id
+        ] * 4
+
+    async def test_an_export_stuck_behind_a_slow_one_is_told_to_retry(
+        self,
+        client: httpx.AsyncClient,
+        token: Callable[..., str],
+        fake_stripe: FakeStripe,
+        pg: asyncpg.Connection,
+    ) -> None:
+        bearer = token("ada")
+        await sign_up(client, bearer)
+        await link_customer(pg, fake_stripe, "ada")
+        fake_stripe.latency = 1.0  # Stripe crawling inside the first export
+        slow = asyncio.create_task(gql(client, EXPORT, token=bearer))
+        await asyncio.sleep(0.1)
+
+        waiting = await gql(client, EXPORT, token=bearer)
+        download = await client.get(
+            "/account/export", headers={"Authorization": f"Bearer {bearer}"}
+        )
+
+        assert error_codes(waiting) == ["INTERNAL_SERVER_ERROR"]
+        assert waiting["errors"][0]["extensions"]["retryable"] is True
+        assert "busy" in waiting["errors"][0]["message"]
+        assert download.status_code == 503
+        assert download.headers["retry-after"] == "1"
+        assert download.json()["errors"][0]["extensions"]["retryable"] is True
+        assert "errors" not in await slow
