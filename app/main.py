@@ -21,7 +21,7 @@ from app.export_route import account_export
 from app.graphiql import GraphiQL
 from app.graphql import GraphQLEndpoint
 from app.health import healthz, readyz
-from app.memory import trim_when_idle
+from app.memory import trim_now, trim_when_idle
 from app.metrics_route import metrics_endpoint
 from app.middleware import LimitBody
 from app.settings import ConfigError, Settings
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Edge:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        trim_now()
         trimmer = asyncio.create_task(trim_when_idle(lambda: edge.requests_seen))
         try:
             yield {"runtime": runtime}

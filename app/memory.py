@@ -25,6 +25,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+def trim_now() -> None:
+    """Once, after start-up: importing and building the schema leave freed memory behind."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 async def trim_when_idle(requests_seen: Callable[[], int], period: float = 0.5) -> None:
     """Until cancelled: trim once after each quiet `period` that followed some requests."""
     trim = _malloc_trim()

@@ -523,3 +523,22 @@ class TestExportsAtOnce:
         assert download.headers["retry-after"] == "1"
         assert download.json()["errors"][0]["extensions"]["retryable"] is True
         assert "errors" not in await slow
+
+
+async def test_the_download_reads_one_field_and_one_record_a_line(
+    client: httpx.AsyncClient, token: Callable[..., str], pg: asyncpg.Connection
+) -> None:
+    bearer = token("ada", given_name="Ada")
+    await sign_up(client, bearer)
+    await add_usage(pg, "ada", 3, "api.requests")
+
+    text = (await download(client, bearer)).text
+
+    lines = text.splitlines()
+    assert lines[0] == "{"
+    assert lines[-1] == "}"
+    assert lines[1].startswith('  "userProfile": {"id": "ada", ')
+    assert lines[3] == '  "usageRecords": ['
+    assert [json.loads(line.rstrip(","))["quantity"] for line in lines[4:7]] == [3, 2, 1]
+    assert lines[7] == "  ],"
+    assert json.loads(text)["userProfile"]["firstName"] == "Ada"
