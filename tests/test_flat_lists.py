@@ -44,6 +44,19 @@ query($withTime: Boolean!) {
 """
 
 
+def request_context(runtime: Runtime, bearer: str) -> Context:
+    """The context the endpoint would build for a POST with this bearer token."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "headers": [(b"authorization", f"Bearer {bearer}".encode())],
+        "query_string": b"",
+        "state": {"runtime": runtime, "request_id": "r"},
+    }
+    return Context(runtime, Request(scope), "r")
+
+
 async def test_the_flat_path_matches_graphql_cores_executor(
     client: httpx.AsyncClient,
     token: Callable[..., str],
@@ -74,22 +87,11 @@ async def test_the_flat_path_matches_graphql_cores_executor(
         assert ("phone" in plain) is not with_time
 
     # The same document through both executors, with the same kind of context.
-    def context() -> Context:
-        scope: dict[str, Any] = {
-            "type": "http",
-            "method": "POST",
-            "path": "/graphql",
-            "headers": [(b"authorization", f"Bearer {bearer}".encode())],
-            "query_string": b"",
-            "state": {"runtime": runtime, "request_id": "r"},
-        }
-        return Context(runtime, Request(scope), "r")
-
     schema = build_schema()._schema
     document = parse(QUERY)
     results = []
     for executor_class in (None, FlatListExecutor):
-        ctx = context()
+        ctx = request_context(runtime, bearer)
         try:
             result = await execute(
                 schema,
@@ -112,14 +114,6 @@ async def test_an_answered_request_leaves_nothing_for_the_garbage_collector(
     under load, hundreds of requests' worth waited for it (~10 MB of a worker)."""
     bearer = token("u1")
     await gql(client, "{ me { id } }", token=bearer)
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "POST",
-        "path": "/graphql",
-        "headers": [(b"authorization", f"Bearer {bearer}".encode())],
-        "query_string": b"",
-        "state": {"runtime": runtime, "request_id": "r"},
-    }
     # Loaders (customer, subscription) and list resolvers: every kind of field there is.
     document = parse(
         "{ me { id customer { id } subscription { planId } notifications { id } "
@@ -129,7 +123,7 @@ async def test_an_answered_request_leaves_nothing_for_the_garbage_collector(
     gc.collect()
     gc.disable()
     try:
-        context = Context(runtime, Request(scope), "r")
+        context = request_context(runtime, bearer)
         result = await execute(
             schema, document, context_value=context, executor_class=FlatListExecutor
         )  # type: ignore[misc]
