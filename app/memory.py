@@ -2,8 +2,9 @@
 
 After a burst (a run of 1,000-row exports, fifty requests at once) glibc keeps the memory
 Python freed inside the process's heap, and the worker's resident size stays at its peak.
-`malloc_trim` hands the free pages back. It runs only after half a second without a request, so a
-busy worker never pays for it; without glibc (macOS, musl) there is nothing to do.
+`malloc_trim` hands the free pages back. It runs once after start-up and then only after half
+a second without a request, so a busy worker never pays for it; without glibc (macOS, musl)
+there is nothing to do.
 """
 
 from __future__ import annotations
