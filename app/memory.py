@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
+import functools
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
 
-
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     if name is None:

@@ -36,12 +36,20 @@ async def acquire(database: Database, within: float) -> Connection:
     with a dead connection inside. Give it back with `release`.
     """
     connection = Connection(database, database._backend)
+    async with _at_most(within):
+        await connection.__aenter__()
+    return connection
+
+
+@asynccontextmanager
+async def _at_most(within: float) -> AsyncIterator[None]:
+    """Waiting for the pool: `PoolExhausted` after `within` seconds. (Around the wait only:
+    asyncpg's own acquire timeout would start a task per acquisition.)"""
     try:
         async with asyncio.timeout(within):
-            await connection.__aenter__()
+            yield
     except TimeoutError as exc:
         raise PoolExhausted(f"no database connection free within {within:g} s") from exc
-    return connection
 
 
 async def release(connection: Connection) -> None:
@@ -66,11 +74,8 @@ async def pooled(database: Database, within: float) -> AsyncIterator[Any]:
     every authenticated request starts with: no `databases` connection, task lookup or query
     lock to pay for. Nothing that needs a transaction belongs here."""
     pool = database._backend._pool
-    try:
-        async with asyncio.timeout(within):  # asyncpg's own acquire timeout starts a task
-            pg = await pool.acquire()
-    except TimeoutError as exc:
-        raise PoolExhausted(f"no database connection free within {within:g} s") from exc
+    async with _at_most(within):
+        pg = await pool.acquire()
     try:
         yield pg
     finally:

@@ -86,8 +86,9 @@ async def create_portal_session(
             configuration=configuration_id,
         )
     except CustomerGone as gone:
-        async with conn.transaction():
-            await db_customers.unlink(conn, user.id, gone.customer_id)
+        async with conn.transaction():  # as if its `customer.deleted` had come
+            await db_customers.lock_for_user(conn, user.id)
+            await customers.forget_gone(conn, user.id, gone.customer_id)
         raise NotFound(
             "Your billing account no longer exists: subscribe to a plan to create a new one."
         ) from gone

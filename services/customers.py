@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 
 from db import customers as db_customers
+from db import notifications as db_notifications
 from db import subscriptions as db_subscriptions
 from db import users as db_users
 from db.connection import Connection
@@ -40,6 +41,22 @@ def _creation_key(user: UserRecord, params: dict[str, object], replacing: str | 
     """
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     return f"{SOURCE}:customer:{user.id}:{replacing or 'first'}:{digest}"
+
+
+CUSTOMER_DELETED_MESSAGE = (
+    "Your billing account was deleted, so your subscription has ended. "
+    "Subscribe again at any time to restore paid features."
+)
+
+
+async def forget_gone(conn: Connection, user_id: str, customer_id: str) -> bool:
+    """Stripe no longer has the user's customer (deleted in the Dashboard, say): unlink it,
+    end the subscription it carried and tell the user, once. False when it was not linked."""
+    if not await db_customers.unlink(conn, user_id, customer_id):
+        return False
+    await db_subscriptions.mark_canceled(conn, user_id)
+    await db_notifications.add(conn, user_id, "customer_deleted", CUSTOMER_DELETED_MESSAGE)
+    return True
 
 
 async def get_or_create(

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db import customers as db_customers
-from db import subscriptions as db_subscriptions
 from db.connection import Connection
+from services import customers
 from services.plans import PlanCatalog
 from services.stripe_gateway import CustomerGone, StripeGateway
 from services.subscription_sync import sync_customer
-from services.webhooks import notify_customer_deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +43,7 @@ async def _resync_one(
     try:
         customer = await stripe.retrieve_customer(customer_id)
     except CustomerGone:
-        if await db_customers.unlink(conn, user_id, customer_id):
-            await db_subscriptions.mark_canceled(conn, user_id)
-            await notify_customer_deleted(conn, user_id)
+        await customers.forget_gone(conn, user_id, customer_id)
         return Resynced(user_id, customer_id, customer_gone=True)
     customer_changed = await db_customers.mirror(
         conn, customer_id, email=customer.email, name=customer.name, phone=customer.phone

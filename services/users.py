@@ -66,12 +66,15 @@ async def known_user(database: Database, identity: Identity, within: float) -> U
     """The caller's row when it exists and the token brings nothing new: nearly every request,
     answered by one pooled read. None sends the caller through `current_user`."""
     user = await db_users.get_pooled(database, identity.subject, within)
-    if user is None or user.email != identity.email:
-        return None
-    if user.email_verified != identity.email_verified:
+    if user is None or _token_brings_news(user, identity):
         return None
     _refuse_older_tokens(user, identity)
     return user
+
+
+def _token_brings_news(user: UserRecord, identity: Identity) -> bool:
+    """The provider's email or its verification changed: ours must follow."""
+    return user.email != identity.email or user.email_verified != identity.email_verified
 
 
 def _refuse_older_tokens(user: UserRecord, identity: Identity) -> None:
@@ -101,7 +104,7 @@ async def current_user(conn: Connection, identity: Identity) -> UserRecord:
             user = await db_users.get(conn, identity.subject)
             assert user is not None
     _refuse_older_tokens(user, identity)
-    if user.email != identity.email or user.email_verified != identity.email_verified:
+    if _token_brings_news(user, identity):
         email_changed = user.email != identity.email
         async with conn.transaction():
             updated = await db_users.update_identity(

@@ -17,12 +17,12 @@ from typing import Any
 
 from db import customers as db_customers
 from db import events as db_events
-from db import notifications as db_notifications
 from db import subscriptions as db_subscriptions
 from db import tombstones
 from db import users as db_users
 from db.connection import Connection
 from db.events import EventRecord
+from services import customers
 from services.errors import BadUserInput
 from services.plans import PlanCatalog
 from services.stripe_gateway import CustomerGone, InvalidWebhook, StripeGateway, verify_webhook
@@ -45,11 +45,6 @@ SUBSCRIPTION_EVENTS = frozenset(
 )
 CUSTOMER_EVENTS = frozenset({"customer.updated", "customer.deleted"})
 HANDLED = SUBSCRIPTION_EVENTS | CUSTOMER_EVENTS
-
-CUSTOMER_DELETED_MESSAGE = (
-    "Your billing account was deleted, so your subscription has ended. "
-    "Subscribe again at any time to restore paid features."
-)
 
 
 class NotYetLinkable(Exception):
@@ -212,15 +207,7 @@ async def _user_for(
 
 
 async def _customer_deleted(conn: Connection, user_id: str, customer_id: str) -> str:
-    if not await db_customers.unlink(conn, user_id, customer_id):
-        return "ignored"
-    await db_subscriptions.mark_canceled(conn, user_id)
-    await notify_customer_deleted(conn, user_id)
-    return "processed"
-
-
-async def notify_customer_deleted(conn: Connection, user_id: str) -> None:
-    await db_notifications.add(conn, user_id, "customer_deleted", CUSTOMER_DELETED_MESSAGE)
+    return "processed" if await customers.forget_gone(conn, user_id, customer_id) else "ignored"
 
 
 async def _customer_updated(

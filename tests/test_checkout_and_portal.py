@@ -327,6 +327,13 @@ async def test_portal_for_a_customer_deleted_in_stripe_unlinks_it(
     body = await gql(client, PORTAL, token=bearer)
     assert error_codes(body) == ["NOT_FOUND"]
     assert await pg.fetchval("SELECT count(*) FROM customers") == 0
+    # Ended as its `customer.deleted` would have ended it, so the user can subscribe again.
+    me = await gql(
+        client, "{ me { subscription { status } notifications { kind } } }", token=bearer
+    )
+    assert me["data"]["me"]["subscription"]["status"] == "CANCELED"
+    assert me["data"]["me"]["notifications"] == [{"kind": "customer_deleted"}]
+    assert "errors" not in await checkout(client, bearer)
 
 
 class TestPortalConfiguration:
