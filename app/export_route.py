@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.context import Runtime, busy_error, export_slot
 from app.errors import INTERNAL, code_for
+from app.logging import user_id_var
 from db.connection import PoolExhausted, connect
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
@@ -172,6 +173,7 @@ async def _download(runtime: Runtime, authorization: str | None) -> Response:
     # The connection is given back before Stripe is asked.
     async with connect(runtime.database, runtime.settings.db_acquire_timeout_seconds) as conn:
         user = await current_user(conn, identity)
+        user_id_var.set(user.id)  # log lines of the download carry it, as GraphQL's do
         data = await export.our_data(conn, user, rate_limit=runtime.settings.rate_limits.export)
     customer_id = None if data.customer is None else data.customer.stripe_customer_id
     errors: list[dict[str, Any]] = []

@@ -99,14 +99,6 @@ async def unlink(conn: Connection, user_id: str, stripe_customer_id: str) -> boo
     return removed is not None
 
 
-async def by_stripe_id(conn: Connection, stripe_customer_id: str) -> CustomerRecord | None:
-    row = await conn.fetch_one(
-        f"SELECT {_COLUMNS} FROM customers WHERE stripe_customer_id = :id",  # noqa: S608
-        {"id": stripe_customer_id},
-    )
-    return None if row is None else CustomerRecord.from_row(row)
-
-
 async def all_links(conn: Connection) -> list[CustomerRecord]:
     rows = await conn.fetch_all(f"SELECT {_COLUMNS} FROM customers ORDER BY user_id")  # noqa: S608
     return [CustomerRecord.from_row(row) for row in rows]

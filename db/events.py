@@ -105,14 +105,6 @@ async def retry_later(
     )
 
 
-async def get(conn: Connection, event_id: str) -> EventRecord | None:
-    row = await conn.fetch_one(
-        f"SELECT {_COLUMNS} FROM stripe_events WHERE id = :id",  # noqa: S608
-        {"id": event_id},
-    )
-    return None if row is None else EventRecord.from_row(row)
-
-
 async def listing(conn: Connection, status: str | None, limit: int) -> list[EventRecord]:
     rows = await conn.fetch_all(
         f"""

@@ -47,9 +47,11 @@ async def update_profile(
 
 async def push_to_stripe(conn: Connection, stripe: StripeGateway, job: db_jobs.JobRecord) -> None:
     """Send the profile as it is now (so queued edits coalesce into one push)."""
+    if not stripe.configured:
+        return
     user = await db_users.get(conn, job.user_id)
     customer = await db_customers.get(conn, job.user_id)
-    if user is None or customer is None or not stripe.configured:
+    if user is None or customer is None:
         return
     params: dict[str, object] = {"name": display_name(user) or "", "phone": user.phone or ""}
     if user.email:

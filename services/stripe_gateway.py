@@ -87,13 +87,11 @@ class StripeCustomer:
 @dataclass(frozen=True, slots=True)
 class StripeSubscription:
     id: str
-    customer_id: str
     status: str
     price_id: str | None
     cancel_at_period_end: bool
     current_period_end: int | None
     created: int
-    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +119,13 @@ def subscription_from_dict(data: Mapping[str, Any]) -> StripeSubscription:
     first = items[0] if items else {}
     price = first.get("price") or {}
     period_ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
-    customer = data.get("customer")
     return StripeSubscription(
         id=data["id"],
-        customer_id=customer if isinstance(customer, str) else (customer or {}).get("id", ""),
         status=data["status"],
         price_id=price.get("id") if isinstance(price, Mapping) else price,
         cancel_at_period_end=bool(data.get("cancel_at_period_end")),
         current_period_end=max(period_ends) if period_ends else None,
         created=int(data.get("created") or 0),
-        metadata=dict(data.get("metadata") or {}),
     )
 
 

@@ -151,18 +151,17 @@ async def _user_for(
     None means "acknowledge and change nothing" (a deleted account, someone else's
     customer); `NotYetLinkable` means "try again later".
     """
-    link = await db_customers.by_stripe_id(conn, customer_id)
-    if link is not None:
-        await db_customers.lock_for_user(conn, link.user_id)
+    owner = await db_customers.owner_of(conn, customer_id)
+    if owner is not None:
+        await db_customers.lock_for_user(conn, owner)
         # Re-read under the lock: a concurrent deletion or replacement may have won.
-        link = await db_customers.by_stripe_id(conn, customer_id)
-        return None if link is None else link.user_id
+        return await db_customers.owner_of(conn, customer_id)
     if await tombstones.for_customer(conn, customer_id) is not None:
         return None  # the account was deleted; late events change nothing
+    if event.type in CUSTOMER_EVENTS:
+        return None  # a customer we never linked: nothing of ours to mirror
     claimed = _claimed_user(obj)
-    if event.type in CUSTOMER_EVENTS or claimed is None:
-        if event.type in CUSTOMER_EVENTS:
-            return None  # a customer we never linked: nothing of ours to mirror
+    if claimed is None:
         raise NotYetLinkable(f"customer {customer_id} is not linked to a user yet")
     tombstone = await tombstones.get(conn, claimed)
     if tombstone is not None and tombstone.deleted_at >= event.created_at:
