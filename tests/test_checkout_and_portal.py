@@ -195,6 +195,10 @@ async def test_an_unverified_email_never_searches_stripe(
     bearer = token("u1", email="victim@example.com", email_verified=False)
     await gql(client, "{ me { id } }", token=bearer)
     assert fake_stripe.requests_to("GET", "/v1/customers") == []
+    for mutation in (CHECKOUT, PORTAL):
+        await gql(client, mutation, token=bearer)
+    assert fake_stripe.requests_to("GET", "/v1/customers") == []
+    assert len(fake_stripe.customers) == 1  # the victim's alone: nothing adopted or made
 
 
 async def test_twenty_parallel_checkouts_make_one_customer(
@@ -229,6 +233,8 @@ async def test_stripe_rate_limiting_is_retried(
 ) -> None:
     fake_stripe.fail_next(1, status=429, path="/v1/checkout/sessions")
     assert "errors" not in await checkout(client, token("u1"))
+    sessions = fake_stripe.requests_to("POST", "/v1/checkout/sessions")
+    assert [r.status for r in sessions] == [429, 200]
 
 
 async def test_a_stripe_outage_is_a_clear_error_and_changes_nothing(

@@ -17,7 +17,7 @@ from db.connection import Connection, Database
 from services.errors import BadUserInput, NotFound
 from services.usage import MAX_QUANTITY, record_usage
 from tests.fakes.stripe import FakeStripe
-from tests.helpers import error_codes, gql, sign_up
+from tests.helpers import BASE, error_codes, gql, link_customer, sign_up
 
 EXPORT = """
 {
@@ -33,38 +33,12 @@ EXPORT = """
   }
 }
 """
-BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
 def settings_overrides(stripe_settings: dict[str, Any]) -> dict[str, Any]:
     """One network retry, not two: failures still outlast the SDK's retries, sooner."""
     return {**stripe_settings, "stripe_max_network_retries": 1}
-
-
-async def link_customer(pg: asyncpg.Connection, fake_stripe: FakeStripe, user_id: str) -> str:
-    """A Stripe customer in the fake, linked to the user as checkout would leave it."""
-    customer = fake_stripe.add_customer(
-        email=f"{user_id}@example.com", name=f"Name of {user_id}", metadata={"userId": user_id}
-    )
-    await pg.execute(
-        "INSERT INTO customers (user_id, stripe_customer_id, email, name, created_at) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        user_id,
-        customer["id"],
-        customer["email"],
-        customer["name"],
-        BASE,
-    )
-    await pg.execute(
-        "INSERT INTO subscriptions (user_id, plan_id, status, stripe_subscription_id, price_id, "
-        "current_period_end) VALUES ($1, 'PRO', 'active', $2, 'price_pro', $3)",
-        user_id,
-        f"sub_of_{user_id}",
-        BASE + timedelta(days=30),
-    )
-    customer_id: str = customer["id"]
-    return customer_id
 
 
 async def add_usage(pg: asyncpg.Connection, user_id: str, count: int, metric: str) -> None:

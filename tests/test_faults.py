@@ -305,6 +305,7 @@ async def test_sigterm_finishes_the_request_in_flight_and_loses_no_job(
             assert "errors" not in body
         in_flight = asyncio.create_task(checkout(client, "late-user"))
         await asyncio.sleep(0.3)
+        assert not in_flight.done()
         signalled = time.monotonic()
         first.terminate()
         session = await in_flight

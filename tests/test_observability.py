@@ -173,6 +173,8 @@ class TestJsonLogs:
         assert access[-1]["status"] == 200
         assert access[-1]["duration_ms"] >= 0
         assert "time" in access[-1]
+        assert access[-1]["operation"] == "me"
+        assert access[-1]["user_id"] == "logged-user"
 
     @pytest.mark.usefixtures("json_logs")
     async def test_unexpected_errors_are_logged_with_request_id_and_no_token(

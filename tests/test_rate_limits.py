@@ -17,7 +17,7 @@ from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
 from tests.fakes.stripe import FakeStripe
-from tests.helpers import error_codes, gql, sign_up
+from tests.helpers import error_codes, gql, link_customer, sign_up
 
 CHECKOUT = "mutation { createCheckoutSession { id url } }"
 PORTAL = "mutation { createPortalSession { url } }"
@@ -42,20 +42,6 @@ def limits() -> dict[str, int]:
 def settings_overrides(stripe_settings: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
     """No network retries, so that calls to a Stripe that is down fail at once."""
     return {**stripe_settings, "stripe_max_network_retries": 0, **limits}
-
-
-async def link_customer(pg: asyncpg.Connection, fake_stripe: FakeStripe, user_id: str) -> str:
-    """A Stripe customer linked to the user, as a checkout would have left it."""
-    customer = fake_stripe.add_customer(
-        email=f"{user_id}@example.com", metadata={"userId": user_id}
-    )
-    await pg.execute(
-        "INSERT INTO customers (user_id, stripe_customer_id) VALUES ($1, $2)",
-        user_id,
-        customer["id"],
-    )
-    customer_id: str = customer["id"]
-    return customer_id
 
 
 def refusal(body: dict[str, Any]) -> tuple[str, int]:
@@ -103,7 +89,7 @@ async def test_each_stripe_backed_mutation_is_limited(
 ) -> None:
     bearer = token("ada")
     await sign_up(client, bearer)
-    await link_customer(pg, fake_stripe, "ada")
+    await link_customer(pg, fake_stripe, "ada", paid=False)
     for _ in range(2):
         assert "errors" not in await gql(client, mutation, token=bearer)
     made = len(fake_stripe.requests)
@@ -121,7 +107,7 @@ async def test_the_stripe_backed_mutations_share_one_limit_and_failures_count(
 ) -> None:
     bearer = token("ada")
     await sign_up(client, bearer)
-    await link_customer(pg, fake_stripe, "ada")
+    await link_customer(pg, fake_stripe, "ada", paid=False)
     fake_stripe.down = True
     assert error_codes(await gql(client, SYNC, token=bearer)) == ["PAYMENT_PROVIDER_ERROR"]
     assert error_codes(await gql(client, PORTAL, token=bearer)) == ["PAYMENT_PROVIDER_ERROR"]
@@ -152,7 +138,7 @@ async def test_exports_are_limited_and_the_download_answers_429_with_retry_after
 ) -> None:
     bearer = token("ada")
     await sign_up(client, bearer)
-    await link_customer(pg, fake_stripe, "ada")
+    await link_customer(pg, fake_stripe, "ada", paid=False)
     headers = {"Authorization": f"Bearer {bearer}"}
     # The GraphQL `export` and the download share one limit.
     assert "errors" not in await gql(client, EXPORT, token=bearer)
@@ -183,7 +169,7 @@ async def test_deletions_are_limited_even_when_they_fail(
 ) -> None:
     bearer = token("ada")
     await sign_up(client, bearer)
-    await link_customer(pg, fake_stripe, "ada")
+    await link_customer(pg, fake_stripe, "ada", paid=False)
     fake_stripe.down = True
     assert error_codes(await gql(client, DELETE, token=bearer)) == ["PAYMENT_PROVIDER_ERROR"]
     fake_stripe.down = False

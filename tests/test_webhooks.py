@@ -312,6 +312,9 @@ async def test_each_subscription_event_writes_the_current_state(
     await runtime.worker.drain()
     me = await gql(client, SUBSCRIPTION, token=bearer)
     assert me["data"]["me"]["subscription"]["status"] == status.upper()
+    # The paid subscription's state, not the free row checkout left (ACTIVE too).
+    assert me["data"]["me"]["subscription"]["planId"] == "PRO"
+    assert me["data"]["me"]["subscription"]["stripeSubscriptionId"] == subscription["id"]
 
 
 async def test_updated_before_created_ends_in_the_latest_state(
