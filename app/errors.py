@@ -11,6 +11,7 @@ from services import errors
 
 log = logging.getLogger("app.errors")
 
+INTERNAL = "INTERNAL_SERVER_ERROR"
 ERROR_CODES: dict[type[errors.DomainError], str] = {
     errors.Unauthenticated: "UNAUTHENTICATED",
     errors.BadUserInput: "BAD_USER_INPUT",
@@ -22,10 +23,9 @@ ERROR_CODES: dict[type[errors.DomainError], str] = {
     errors.RateLimited: "RATE_LIMITED",
     # Not a contract code of its own: unexpected for the caller, but with a message that
     # says what to do and reveals nothing of the internals.
-    errors.ServiceBusy: "INTERNAL_SERVER_ERROR",
+    errors.ServiceBusy: INTERNAL,
 }
 
-INTERNAL = "INTERNAL_SERVER_ERROR"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 BAD_USER_INPUT = ERROR_CODES[errors.BadUserInput]

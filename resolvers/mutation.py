@@ -7,13 +7,14 @@ import strawberry
 from app.context import Context
 from schema.types import CheckoutSession, CreateCheckoutSessionInput, PortalSession
 from services import billing
+from services.plans import PRO_PLAN_ID
 
 
 async def create_checkout_session(
     info: strawberry.Info[Context, None], input: CreateCheckoutSessionInput | None = None
 ) -> CheckoutSession:
     context = info.context
-    plan_id = str(input.plan_id) if input is not None else "PRO"
+    plan_id = str(input.plan_id) if input is not None else PRO_PLAN_ID
     session = await billing.create_checkout_session(
         await context.connection(),
         context.runtime.stripe,

@@ -7,6 +7,8 @@ from enum import Enum
 
 import strawberry
 
+from services.plans import PRO_PLAN_ID
+
 
 @strawberry.enum
 class SubscriptionStatus(Enum):
@@ -79,7 +81,7 @@ class PortalSession:
 
 @strawberry.input
 class CreateCheckoutSessionInput:
-    plan_id: strawberry.ID = strawberry.field(default=strawberry.ID("PRO"))
+    plan_id: strawberry.ID = strawberry.field(default=strawberry.ID(PRO_PLAN_ID))
 
 
 @strawberry.input(description="An omitted field is left as it is; null clears it.")

@@ -92,17 +92,22 @@ async def get_or_create(
                 metadata=metadata,
                 idempotency_key=_creation_key(user, params, replacing),
             )
-        record = await db_customers.link(
-            conn,
-            user_id=user.id,
-            stripe_customer_id=customer.id,
-            email=customer.email,
-            name=customer.name,
-            phone=customer.phone,
-            created_at=datetime.fromtimestamp(customer.created, UTC),
-        )
-        await db_subscriptions.ensure_free(conn, user.id)
-        return record
+        return await link(conn, user.id, customer)
+
+
+async def link(conn: Connection, user_id: str, customer: StripeCustomer) -> CustomerRecord:
+    """Link the user to the Stripe customer; from now on they have a (free) subscription row."""
+    record = await db_customers.link(
+        conn,
+        user_id=user_id,
+        stripe_customer_id=customer.id,
+        email=customer.email,
+        name=customer.name,
+        phone=customer.phone,
+        created_at=datetime.fromtimestamp(customer.created, UTC),
+    )
+    await db_subscriptions.ensure_free(conn, user_id)
+    return record
 
 
 async def _adoptable(

@@ -17,7 +17,6 @@ from typing import Any
 
 from db import customers as db_customers
 from db import events as db_events
-from db import subscriptions as db_subscriptions
 from db import tombstones
 from db import users as db_users
 from db.connection import Connection
@@ -191,16 +190,7 @@ async def _user_for(
             "event %s: customer %s belongs to %s, not %s", event.id, customer_id, owner, claimed
         )
         return None
-    await db_customers.link(
-        conn,
-        user_id=claimed,
-        stripe_customer_id=customer.id,
-        email=customer.email,
-        name=customer.name,
-        phone=customer.phone,
-        created_at=datetime.fromtimestamp(customer.created, UTC),
-    )
-    await db_subscriptions.ensure_free(conn, claimed)
+    await customers.link(conn, claimed, customer)
     log.info("event %s linked customer %s to user %s", event.id, customer_id, claimed)
     return claimed
 
