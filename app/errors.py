@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -52,19 +53,35 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         formatted["extensions"] = {**(error.extensions or {}), "code": code}
         return formatted
     if isinstance(original, errors.DomainError):
-        formatted["message"] = original.message
-        formatted["extensions"] = {**original.extensions, "code": code_for(original)}
-        return formatted
+        return {**formatted, **domain_entry(original)}
     log.error(
         "unexpected error in %s",
         ".".join(str(p) for p in error.path or ()) or "operation",
         exc_info=(type(original), original, original.__traceback__),
         extra={"request_id": request_id},
     )
-    masked: dict[str, Any] = {
+    return masked_entry(request_id, error.path)
+
+
+def domain_entry(
+    error: errors.DomainError, path: Sequence[str | int] | None = None
+) -> dict[str, Any]:
+    """An expected failure as clients see it (GraphQL errors and the download's alike)."""
+    entry: dict[str, Any] = {
+        "message": error.message,
+        "extensions": {**error.extensions, "code": code_for(error)},
+    }
+    if path is not None:
+        entry["path"] = list(path)
+    return entry
+
+
+def masked_entry(request_id: str, path: Sequence[str | int] | None = None) -> dict[str, Any]:
+    """An unexpected failure: a code and the request ID to quote, nothing of the internals."""
+    entry: dict[str, Any] = {
         "message": "Internal server error",
         "extensions": {"code": INTERNAL, "requestId": request_id},
     }
-    if error.path is not None:
-        masked["path"] = error.path
-    return masked
+    if path is not None:
+        entry["path"] = list(path)
+    return entry

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.context import Runtime, busy_error, export_slot
-from app.errors import INTERNAL, code_for
+from app.errors import domain_entry, masked_entry
 from app.logging import user_id_var
 from db.connection import PoolExhausted, connect
 from db.customers import CustomerRecord
@@ -27,7 +27,6 @@ from db.usage import UsageRecordRow
 from db.users import UserRecord
 from services import export
 from services.errors import (
-    DomainError,
     PaymentProviderError,
     RateLimited,
     ServiceBusy,
@@ -47,16 +46,6 @@ def filename(user_id: str) -> str:
     header value or name a path (quotes, backslashes, slashes, control and non-ASCII
     characters) replaced by `_`, and bounded in length."""
     return f"customer-data-{_UNSAFE_IN_FILENAME.sub('_', user_id)[:MAX_FILENAME_ID]}.json"
-
-
-def _error(error: DomainError, path: list[str] | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "message": error.message,
-        "extensions": {**error.extensions, "code": code_for(error)},
-    }
-    if path is not None:
-        entry["path"] = path
-    return entry
 
 
 def _user(record: UserRecord, customer: CustomerRecord | None) -> dict[str, Any]:
@@ -151,21 +140,20 @@ async def account_export(request: Request) -> Response:
         async with export_slot(runtime):
             return await _download(runtime, request.headers.get("authorization"))
     except Unauthenticated as exc:
-        return JSONResponse({"errors": [_error(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {"errors": [domain_entry(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"}
+        )
     except RateLimited as exc:
         return JSONResponse(
-            {"errors": [_error(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
+            {"errors": [domain_entry(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
         )
     except (ServiceBusy, PoolExhausted) as exc:
         busy = exc if isinstance(exc, ServiceBusy) else busy_error()
-        return JSONResponse({"errors": [_error(busy)]}, 503, headers={"Retry-After": "1"})
+        return JSONResponse({"errors": [domain_entry(busy)]}, 503, headers={"Retry-After": "1"})
     except Exception:
         request_id = request.state.request_id
         log.exception("account export failed", extra={"request_id": request_id})
-        masked = {"code": INTERNAL, "requestId": request_id}
-        return JSONResponse(
-            {"errors": [{"message": "Internal server error", "extensions": masked}]}, 500
-        )
+        return JSONResponse({"errors": [masked_entry(request_id)]}, 500)
 
 
 async def _download(runtime: Runtime, authorization: str | None) -> Response:
@@ -181,7 +169,7 @@ async def _download(runtime: Runtime, authorization: str | None) -> Response:
         stripe_customer = await export.stripe_customer(runtime.stripe, customer_id)
     except (PaymentProviderError, StripeNotConfigured) as exc:
         stripe_customer = None
-        errors.append(_error(exc, ["stripeCustomer"]))
+        errors.append(domain_entry(exc, ["stripeCustomer"]))
     return Response(
         readable_json(document(data, stripe_customer, errors)),
         media_type="application/json",
