@@ -13,25 +13,12 @@ import asyncio
 import time
 
 import httpx
-import jwt
 import stripe
 
-from bench.common import JWT_SECRET, server_process, summary, throwaway_database
+from bench.common import server_process, summary, throwaway_database, token
 from tests.fakes.stripe import FakeStripe
 
 MUTATION = "mutation { createCheckoutSession { id url } }"
-
-
-def token(sub: str) -> str:
-    now = int(time.time())
-    claims = {
-        "sub": sub,
-        "email": f"{sub}@example.com",
-        "email_verified": True,
-        "iat": now,
-        "exp": now + 3600,
-    }
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 async def through_the_api(base: str, users: list[str]) -> list[float]:

@@ -18,9 +18,15 @@ from typing import IO
 import httpx
 
 from db import embedded, migrate
+from tests.helpers import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def token(sub: str, expires_in: int = 3600) -> str:
+    """A bearer token for a verified `<sub>@example.com`, as the servers here accept."""
+    return make_token(sub, secret=JWT_SECRET, expires_in=expires_in)
 
 
 @contextmanager

@@ -19,9 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
-import jwt
 
-from bench.common import JWT_SECRET, server_process, summary, throwaway_database
+from bench.common import server_process, summary, throwaway_database, token
 from db.export import CUSTOMER_SQL, SUBSCRIPTION_SQL, USAGE_SQL, USER_SQL
 from services.export import MAX_USAGE_RECORDS
 
@@ -40,12 +39,6 @@ QUERY = """
   }
 }
 """
-
-
-def token(sub: str) -> str:
-    now = int(time.time())
-    claims = {"sub": sub, "email": f"{sub}@example.com", "email_verified": True}
-    return jwt.encode({**claims, "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
 
 
 async def seed(base: str, database_url: str) -> None:

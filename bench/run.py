@@ -26,9 +26,8 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import jwt
 
-from bench.common import JWT_SECRET, ROOT, free_port, server_process, throwaway_database
+from bench.common import ROOT, free_port, server_process, throwaway_database, token
 from tests.fakes.stripe import sign
 
 WEBHOOK_SECRET = "whsec_bench_run"
@@ -70,12 +69,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def token() -> str:
-    now = int(time.time())
-    claims = {"sub": USER, "email": f"{USER}@example.com", "email_verified": True}
-    return jwt.encode({**claims, "iat": now, "exp": now + 36000}, JWT_SECRET, algorithm="HS256")
 
 
 def lua_post(path: Path, body: str, headers: dict[str, str], method: str = "POST") -> Path:
@@ -198,7 +191,7 @@ def main() -> None:
     with throwaway_database() as database_url, tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         asyncio.run(seed(database_url))
-        bearer = token()
+        bearer = token(USER, expires_in=36000)
         env = {
             "DATABASE_URL": database_url,
             "RUN_WORKER": "false",

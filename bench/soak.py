@@ -38,8 +38,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import ServerProcess
-from bench.webhooks import token
+from bench.common import ServerProcess, token
 from db import embedded, migrate
 from services.stripe_gateway import subscription_from_dict
 from services.subscription_sync import current_subscription

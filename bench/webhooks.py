@@ -20,19 +20,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
-import jwt
 
-from bench.common import JWT_SECRET, server_process, summary, throwaway_database
+from bench.common import server_process, summary, throwaway_database, token
 from tests.fakes.stripe import FakeStripe, sign
 
 SECRET = "whsec_bench"
 USERS = 20
-
-
-def token(sub: str) -> str:
-    now = int(time.time())
-    claims = {"sub": sub, "email": f"{sub}@example.com", "email_verified": True}
-    return jwt.encode({**claims, "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
 
 
 async def subscribe_users(base: str, fake: FakeStripe) -> list[dict[str, object]]:
