@@ -27,6 +27,7 @@ from db import embedded, migrate
 from db.urls import with_database
 from tests.fakes.stripe import FakeStripe
 from tests.helpers import TEST_JWT_SECRET, make_token
+from tests.servers import Farm, farm
 
 
 @pytest.fixture(scope="session")
@@ -168,3 +169,10 @@ def stripe_settings(fake_stripe: FakeStripe, pro_price: str) -> dict[str, Any]:
         "stripe_timeout_seconds": 2.0,
         "stripe_max_network_retries": 2,
     }
+
+
+@pytest.fixture
+async def servers(database_url: str) -> AsyncIterator[Farm]:
+    """Real `python -m app serve` processes on the test's database, stopped afterwards."""
+    async with farm() as started:
+        yield started

@@ -9,7 +9,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,12 @@ import pytest
 
 from tests.fakes.stripe import FakeStripe
 from tests.helpers import error_codes, gql, make_token
-from tests.servers import Farm, clients, deliver, eventually, farm, server_env
+from tests.servers import Farm, clients, deliver, eventually, server_env
 
 KEY_A, KEY_B = "sk_test_server_a", "sk_test_server_b"
 CHECKOUT = "mutation { createCheckoutSession { id url } }"
 UPDATE = "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { firstName } }"
 ME = "{ me { id } }"
-
-
-@pytest.fixture
-async def servers(database_url: str) -> AsyncIterator[Farm]:
-    async with farm() as started:
-        yield started
 
 
 @pytest.fixture

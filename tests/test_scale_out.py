@@ -16,18 +16,16 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from tests.fakes.stripe import FakeStripe
 from tests.helpers import gql, make_token
-from tests.servers import Farm, clients, deliver, eventually, farm, server_env
+from tests.servers import Farm, clients, deliver, eventually, server_env
 
 KEY_A, KEY_B = "sk_test_server_a", "sk_test_server_b"
 CHECKOUT = "mutation { createCheckoutSession { id } }"
@@ -35,12 +33,6 @@ UPDATE = (
     "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { firstName lastName } }"
 )
 PUSH_KEY_PREFIX = "billing-api:profile:"
-
-
-@pytest.fixture
-async def servers(database_url: str) -> AsyncIterator[Farm]:
-    async with farm() as started:
-        yield started
 
 
 @dataclass(frozen=True)
