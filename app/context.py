@@ -66,10 +66,9 @@ class Loaders:
 class Context:
     """One GraphQL request: its dependencies, its one pool connection, its caller."""
 
-    def __init__(self, runtime: Runtime, request: Request, request_id: str) -> None:
+    def __init__(self, runtime: Runtime, request: Request) -> None:
         self.runtime = runtime
         self.request = request
-        self.request_id = request_id
         self._loaders: Loaders | None = None
         self._connection: Connection | None = None
         self._user: UserRecord | None = None

@@ -260,7 +260,7 @@ class GraphQLEndpoint:
             return _encode(state, None, [error], request_id)
         if raw[0] == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
-        context = Context(state["runtime"], request, request_id)
+        context = Context(state["runtime"], request)
         if prepared.heavy:
             try:
                 async with export_slot(state["runtime"]):  # the answer's JSON counts too

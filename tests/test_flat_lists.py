@@ -54,7 +54,7 @@ def request_context(runtime: Runtime, bearer: str) -> Context:
         "query_string": b"",
         "state": {"runtime": runtime, "request_id": "r"},
     }
-    return Context(runtime, Request(scope), "r")
+    return Context(runtime, Request(scope))
 
 
 async def test_the_flat_path_matches_graphql_cores_executor(
