@@ -685,3 +685,319 @@ def test_parse_form_decodes_stripe_brackets() -> None:
         "expand": ["customer", "subscription"],
         "email": "",
     }
+
+
+# --- subscriptions: several per customer, cancellation -------------------------------------
+
+
+async def test_several_subscriptions_per_customer_and_their_cancellation(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    monthly = fake_stripe.add_price(unit_amount=1000, interval="month", product_name="Pro")
+    yearly = fake_stripe.add_price(unit_amount=9000, interval="year", product_name="Archive")
+    customer = fake_stripe.add_customer("many@example.com")
+    first = fake_stripe.create_subscription(customer["id"], monthly["id"])
+    second = fake_stripe.create_subscription(customer["id"], monthly["id"])
+    listing = await stripe_client.v1.subscriptions.list_async({"customer": customer["id"]})
+    assert [s.id for s in listing.data] == [second["id"], first["id"]]
+
+    # A mixed-interval subscription: a yearly item next to the monthly one.
+    mixed = await stripe_client.v1.subscriptions.update_async(
+        first["id"], {"items": [{"price": yearly["id"]}], "proration_behavior": "none"}
+    )
+    ends = sorted(item.current_period_end for item in mixed.items.data)
+    assert ends[1] - ends[0] > 300 * 86400
+
+    at_min = await stripe_client.v1.subscriptions.update_async(
+        first["id"], {"cancel_at": "min_period_end"}
+    )
+    assert (at_min.cancel_at, at_min.cancel_at_period_end) == (ends[0], False)
+    assert at_min.canceled_at is not None
+    at_max = await stripe_client.v1.subscriptions.update_async(
+        first["id"], {"cancel_at": "max_period_end"}
+    )
+    assert at_max.cancel_at == ends[1]
+    at_time = await stripe_client.v1.subscriptions.update_async(
+        first["id"], {"cancel_at": ends[0] - 86400}
+    )
+    assert at_time.cancel_at == ends[0] - 86400
+    kept = await stripe_client.v1.subscriptions.update_async(first["id"], {"cancel_at": ""})
+    assert (kept.cancel_at, kept.canceled_at) == (None, None)
+
+    # cancel_at_period_end also fills cancel_at; with mixed intervals it is the earliest end.
+    at_end = await stripe_client.v1.subscriptions.update_async(
+        first["id"], {"cancel_at_period_end": True}
+    )
+    assert (at_end.cancel_at_period_end, at_end.cancel_at) == (True, ends[0])
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.subscriptions.update_async(
+            first["id"], {"cancel_at": "min_period_end", "cancel_at_period_end": True}
+        )
+    assert excinfo.value.code == "parameters_exclusive"
+
+    # The Billing Portal's "cancel at period end": cancel_at set, cancel_at_period_end false.
+    portal = fake_stripe.portal_cancel(second["id"], feedback="too_expensive")
+    period_end = portal["items"]["data"][0]["current_period_end"]
+    assert (portal["cancel_at"], portal["cancel_at_period_end"]) == (period_end, False)
+    assert portal["cancellation_details"] == {
+        "comment": None,
+        "feedback": "too_expensive",
+        "reason": "cancellation_requested",
+    }
+    fetched = await stripe_client.v1.subscriptions.retrieve_async(second["id"])
+    assert (fetched.cancel_at, fetched.cancel_at_period_end) == (period_end, False)
+    assert fetched.status == "active"
+
+    await stripe_client.v1.subscriptions.cancel_async(second["id"])
+    live = await stripe_client.v1.subscriptions.list_async({"customer": customer["id"]})
+    assert [s.id for s in live.data] == [first["id"]]
+
+
+async def test_subscription_list_expands_latest_invoice_of_each_item(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    customer = fake_stripe.add_customer("expand@example.com")
+    subs = [fake_stripe.create_subscription(customer["id"], price["id"]) for _ in range(2)]
+    listing = await stripe_client.v1.subscriptions.list_async(
+        {"customer": customer["id"], "expand": ["data.latest_invoice.payments"]}
+    )
+    assert len(listing.data) == 2
+    for sub in listing.data:
+        invoice = sub.latest_invoice
+        assert isinstance(invoice, stripe.Invoice)
+        assert invoice.id == fake_stripe.subscriptions[sub.id]["latest_invoice"]
+        assert invoice.to_dict()["parent"]["subscription_details"]["subscription"] == sub.id
+        assert invoice.payments is not None
+        assert [p.amount_paid for p in invoice.payments.data] == [1500]
+    plain = await stripe_client.v1.subscriptions.retrieve_async(subs[0]["id"])
+    assert isinstance(plain.latest_invoice, str)
+
+
+# --- invoices ------------------------------------------------------------------------------
+
+
+async def checkout_subscription(
+    stripe_client: stripe.StripeClient,
+    fake_stripe: FakeStripe,
+    price_id: str,
+    **extra: Any,
+) -> tuple[str, dict[str, Any]]:
+    """A session completed in the fake: (session id, subscription)."""
+    customer = await stripe_client.v1.customers.create_async({"email": "inv@example.com"})
+    params: Any = {
+        "mode": "subscription",
+        "customer": customer.id,
+        "line_items": [{"price": price_id, "quantity": 1}],
+        "success_url": "https://app.example/ok",
+        **extra,
+    }
+    session = await stripe_client.v1.checkout.sessions.create_async(params)
+    return session.id, fake_stripe.complete_checkout(session.id)
+
+
+async def test_a_new_subscription_has_a_paid_invoice_shaped_for_the_pinned_version(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500, product_name="Pro")
+    _, sub = await checkout_subscription(
+        stripe_client, fake_stripe, price["id"], subscription_data={"metadata": {"userId": "u1"}}
+    )
+    assert sub["latest_invoice"].startswith("in_")
+    invoice = await stripe_client.v1.invoices.retrieve_async(sub["latest_invoice"])
+    body = invoice.to_dict()
+    # Pinned API version: no top-level subscription/charge/payment_intent on invoices.
+    for gone in ("subscription", "charge", "payment_intent", "paid"):
+        assert gone not in body
+    assert "payments" not in body  # includable only
+    assert body["parent"] == {
+        "quote_details": None,
+        "subscription_details": {
+            "metadata": {"userId": "u1"},
+            "subscription": sub["id"],
+            "subscription_proration_date": None,
+        },
+        "type": "subscription_details",
+    }
+    assert invoice.status == "paid"
+    assert invoice.billing_reason == "subscription_create"
+    assert (invoice.amount_due, invoice.amount_paid, invoice.amount_remaining) == (1500, 1500, 0)
+    assert invoice.customer == sub["customer"]
+    assert invoice.number is not None
+    assert re.fullmatch(r"[A-Z0-9]{8}-0001", invoice.number)
+    assert invoice.status_transitions.finalized_at is not None
+    assert invoice.status_transitions.paid_at is not None
+    assert invoice.period_start == invoice.period_end == sub["created"]
+    (line,) = invoice.lines.data
+    item = sub["items"]["data"][0]
+    assert line.amount == 1500
+    assert line.description == "1 \u00d7 Pro (at $15.00 / month)"
+    assert (line.period.start, line.period.end) == (
+        item["current_period_start"],
+        item["current_period_end"],
+    )
+    assert line.to_dict()["parent"]["subscription_item_details"]["subscription_item"] == item["id"]
+    assert invoice.hosted_invoice_url is not None
+    assert invoice.invoice_pdf is not None
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(invoice.hosted_invoice_url)
+        pdf = await browser.get(invoice.invoice_pdf)
+    assert page.status_code == 200
+    assert invoice.number in page.text
+    assert pdf.headers["content-type"] == "application/pdf"
+
+    # Invoice payments: an InvoicePayment per payment, pointing at a PaymentIntent.
+    payments = await stripe_client.v1.invoice_payments.list_async({"invoice": invoice.id})
+    (payment,) = payments.data
+    assert payment.object == "invoice_payment"
+    assert payment.invoice == invoice.id
+    assert (payment.status, payment.amount_paid, payment.is_default) == ("paid", 1500, True)
+    assert payment.payment.type == "payment_intent"
+    assert isinstance(payment.payment.payment_intent, str)
+    assert payment.payment.payment_intent.startswith("pi_")
+    expanded = await stripe_client.v1.invoices.retrieve_async(invoice.id, {"expand": ["payments"]})
+    assert expanded.payments is not None
+    assert [p.id for p in expanded.payments.data] == [payment.id]
+    fetched_payment = await stripe_client.v1.invoice_payments.retrieve_async(payment.id)
+    assert fetched_payment.to_dict() == payment.to_dict()
+
+
+async def test_invoice_list_filters_and_errors(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1000)
+    ada = fake_stripe.add_customer("ada@example.com")
+    bob = fake_stripe.add_customer("bob@example.com")
+    sub_a = fake_stripe.create_subscription(ada["id"], price["id"])
+    sub_b = fake_stripe.create_subscription(bob["id"], price["id"])
+    failed = fake_stripe.fail_payment(sub_a["id"])
+
+    by_customer = await stripe_client.v1.invoices.list_async({"customer": ada["id"]})
+    assert [i.id for i in by_customer.data] == [failed["id"], sub_a["latest_invoice"]]
+    assert by_customer.url == "/v1/invoices"
+    by_sub = await stripe_client.v1.invoices.list_async({"subscription": sub_b["id"]})
+    assert [i.id for i in by_sub.data] == [sub_b["latest_invoice"]]
+    open_ones = await stripe_client.v1.invoices.list_async({"status": "open"})
+    assert [i.id for i in open_ones.data] == [failed["id"]]
+    # Filters are exact and case-sensitive.
+    upper = await stripe_client.v1.invoices.list_async({"customer": ada["id"].upper()})
+    assert upper.data == []
+    recent = await stripe_client.v1.invoices.list_async({"created": {"gte": failed["created"]}})
+    assert failed["id"] in [i.id for i in recent.data]
+    assert (
+        await stripe_client.v1.invoices.list_async({"created": {"gt": failed["created"] + 60}})
+    ).data == []
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.invoices.list_async(cast(Any, {"status": "OPEN"}))
+    assert excinfo.value.param == "status"
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.invoices.retrieve_async("in_missing")
+    assert (excinfo.value.http_status, excinfo.value.code) == (404, "resource_missing")
+    assert excinfo.value.user_message == "No such invoice: 'in_missing'"
+
+
+async def test_a_trial_starts_with_a_paid_invoice_for_zero(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500, product_name="Pro")
+    session_id, sub = await checkout_subscription(
+        stripe_client, fake_stripe, price["id"], subscription_data={"trial_period_days": 14}
+    )
+    assert sub["status"] == "trialing"
+    assert sub["trial_end"] - sub["trial_start"] == 14 * 86400
+    assert sub["items"]["data"][0]["current_period_end"] == sub["trial_end"]
+    invoice = await stripe_client.v1.invoices.retrieve_async(sub["latest_invoice"])
+    assert (invoice.status, invoice.amount_due, invoice.amount_paid) == ("paid", 0, 0)
+    assert invoice.lines.data[0].description == "Trial period for Pro"
+    assert invoice.lines.data[0].amount == 0
+    payments = await stripe_client.v1.invoice_payments.list_async({"invoice": invoice.id})
+    assert payments.data == []  # nothing was charged
+    session = await stripe_client.v1.checkout.sessions.retrieve_async(session_id)
+    assert session.payment_status == "no_payment_required"
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.create_async(
+            {
+                "mode": "subscription",
+                "line_items": [{"price": price["id"], "quantity": 1}],
+                "subscription_data": {"trial_period_days": 0},
+            }
+        )
+    assert excinfo.value.param == "subscription_data[trial_period_days]"
+
+
+async def test_failed_renewal_then_paid_invoice(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    customer = fake_stripe.add_customer("late@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], price["id"])
+    old_end = sub["items"]["data"][0]["current_period_end"]
+
+    failed = fake_stripe.fail_payment(sub["id"])
+    assert failed["billing_reason"] == "subscription_cycle"
+    assert (failed["status"], failed["attempted"], failed["attempt_count"]) == ("open", True, 1)
+    assert failed["next_payment_attempt"] is not None
+    assert (failed["amount_due"], failed["amount_remaining"]) == (1500, 1500)
+    event = fake_stripe.event("invoice.payment_failed", failed)
+    assert event["data"]["object"]["id"] == failed["id"]
+    past_due = await stripe_client.v1.subscriptions.retrieve_async(sub["id"])
+    assert past_due.status == "past_due"
+    assert past_due.latest_invoice == failed["id"]
+    assert past_due.items.data[0].current_period_start == old_end  # the period renewed
+    (payment,) = (
+        await stripe_client.v1.invoice_payments.list_async({"invoice": failed["id"]})
+    ).data
+    assert (payment.status, payment.amount_paid) == ("open", None)
+
+    # Paying through the API with the card still declined: 402, the invoice stays open.
+    fake_stripe.decline_next_payment()
+    with pytest.raises(stripe.CardError) as excinfo:
+        await stripe_client.v1.invoices.pay_async(failed["id"])
+    assert excinfo.value.http_status == 402
+    assert excinfo.value.code == "card_declined"
+    body = cast(dict[str, Any], excinfo.value.json_body)["error"]
+    assert (body["type"], body["decline_code"]) == ("card_error", "generic_decline")
+    assert fake_stripe.invoices[failed["id"]]["attempt_count"] == 2
+
+    paid = await stripe_client.v1.invoices.pay_async(failed["id"])
+    assert (paid.status, paid.amount_paid, paid.amount_remaining) == ("paid", 1500, 0)
+    assert (await stripe_client.v1.subscriptions.retrieve_async(sub["id"])).status == "active"
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_client.v1.invoices.pay_async(failed["id"])
+
+    # The test-side helper pays as the customer would (e.g. on the hosted page).
+    again = fake_stripe.fail_payment(sub["id"])
+    assert fake_stripe.subscriptions[sub["id"]]["status"] == "past_due"
+    assert fake_stripe.pay_invoice(again["id"])["status"] == "paid"
+    assert fake_stripe.subscriptions[sub["id"]]["status"] == "active"
+
+
+async def test_void_and_mark_uncollectible(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    customer = fake_stripe.add_customer("void@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], price["id"])
+    first = fake_stripe.fail_payment(sub["id"])
+
+    bad_debt = await stripe_client.v1.invoices.mark_uncollectible_async(first["id"])
+    assert bad_debt.status == "uncollectible"
+    assert bad_debt.status_transitions.marked_uncollectible_at is not None
+    voided = await stripe_client.v1.invoices.void_invoice_async(first["id"])
+    assert voided.status == "void"
+    assert voided.status_transitions.voided_at is not None
+    (payment,) = (await stripe_client.v1.invoice_payments.list_async({"invoice": first["id"]})).data
+    assert payment.status == "canceled"
+
+    for action in (
+        stripe_client.v1.invoices.void_invoice_async,
+        stripe_client.v1.invoices.mark_uncollectible_async,
+        stripe_client.v1.invoices.pay_async,
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as excinfo:
+            await action(first["id"])  # void is final
+        assert excinfo.value.http_status == 400
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_client.v1.invoices.void_invoice_async(sub["latest_invoice"])  # paid
