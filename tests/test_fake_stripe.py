@@ -1001,3 +1001,99 @@ async def test_void_and_mark_uncollectible(
         assert excinfo.value.http_status == 400
     with pytest.raises(stripe.InvalidRequestError):
         await stripe_client.v1.invoices.void_invoice_async(sub["latest_invoice"])  # paid
+
+
+# --- refunds -------------------------------------------------------------------------------
+
+
+async def test_refunds_partial_full_and_too_much(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    customer = fake_stripe.add_customer("refund@example.com")
+    pi = fake_stripe.add_payment(customer["id"], 2000)
+    assert pi["status"] == "succeeded"
+
+    partial = await stripe_client.v1.refunds.create_async(
+        {
+            "payment_intent": pi["id"],
+            "amount": 500,
+            "reason": "requested_by_customer",
+            "metadata": {"ticket": "T-1"},
+        },
+        {"idempotency_key": "refund-T-1"},
+    )
+    assert partial.id.startswith("re_")
+    assert partial.object == "refund"
+    assert (partial.amount, partial.currency, partial.status) == (500, "usd", "succeeded")
+    assert (partial.payment_intent, partial.charge) == (pi["id"], pi["latest_charge"])
+    assert partial.reason == "requested_by_customer"
+    assert partial.metadata is not None
+    assert partial.metadata.to_dict() == {"ticket": "T-1"}
+    replay = await stripe_client.v1.refunds.create_async(
+        {
+            "payment_intent": pi["id"],
+            "amount": 500,
+            "reason": "requested_by_customer",
+            "metadata": {"ticket": "T-1"},
+        },
+        {"idempotency_key": "refund-T-1"},
+    )
+    assert replay.id == partial.id
+    assert fake_stripe.charges[pi["latest_charge"]]["amount_refunded"] == 500
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.refunds.create_async({"payment_intent": pi["id"], "amount": 1600})
+    assert excinfo.value.param == "amount"
+    assert excinfo.value.user_message == (
+        "Refund amount ($16.00) is greater than unrefunded amount on charge ($15.00)"
+    )
+
+    rest = await stripe_client.v1.refunds.create_async({"charge": pi["latest_charge"]})
+    assert rest.amount == 1500  # the whole remainder by default
+    charge = fake_stripe.charges[pi["latest_charge"]]
+    assert (charge["amount_refunded"], charge["refunded"]) == (2000, True)
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.refunds.create_async({"payment_intent": pi["id"]})
+    assert excinfo.value.code == "charge_already_refunded"
+    assert excinfo.value.user_message == f"Charge {pi['latest_charge']} has already been refunded."
+
+    listing = await stripe_client.v1.refunds.list_async({"payment_intent": pi["id"]})
+    assert [r.id for r in listing.data] == [rest.id, partial.id]
+    assert (await stripe_client.v1.refunds.retrieve_async(rest.id)).amount == 1500
+
+    for params in (
+        {"payment_intent": "pi_missing"},
+        {"charge": "ch_missing"},
+        {"amount": 100},
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as excinfo:
+            await stripe_client.v1.refunds.create_async(cast(Any, params))
+        assert excinfo.value.http_status == 400
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.refunds.create_async(
+            cast(Any, {"payment_intent": pi["id"], "reason": "changed_mind"})
+        )
+    assert excinfo.value.param == "reason"
+
+
+async def test_refund_of_an_invoice_payment(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    customer = fake_stripe.add_customer("sub-refund@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], price["id"])
+    (payment,) = (
+        await stripe_client.v1.invoice_payments.list_async({"invoice": sub["latest_invoice"]})
+    ).data
+    pi_id = payment.payment.payment_intent
+    assert isinstance(pi_id, str)
+    refund = await stripe_client.v1.refunds.create_async({"payment_intent": pi_id})
+    assert refund.amount == 1500
+
+    failed = fake_stripe.fail_payment(sub["id"])
+    (unpaid,) = (await stripe_client.v1.invoice_payments.list_async({"invoice": failed["id"]})).data
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_client.v1.refunds.create_async(
+            {"payment_intent": str(unpaid.payment.payment_intent)}
+        )

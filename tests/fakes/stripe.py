@@ -2842,6 +2842,13 @@ class FakeStripe:
         """A card refund against a succeeded charge (named directly or through its
         PaymentIntent's ``latest_charge``); the full unrefunded amount by default."""
         params = call.params
+        reason = _enum(params, "reason", _REFUND_REASONS, "") if "reason" in params else None
+        asked = _int(params["amount"], "amount") if "amount" in params else None
+        if asked is not None and asked < 1:
+            raise _invalid("Amount must be at least 1 cent", param="amount")  # unconfirmed
+        metadata: dict[str, str] = {}
+        if "metadata" in params:
+            _merge_metadata(metadata, params["metadata"])
         charge: JSONDict | None = None
         if "charge" in params:
             ch_id = _str(params["charge"], "charge")
@@ -2883,9 +2890,7 @@ class FakeStripe:
                 f"Charge {charge['id']} has already been refunded.",
                 code="charge_already_refunded",
             )
-        amount = _int(params["amount"], "amount") if "amount" in params else remaining
-        if amount < 1:
-            raise _invalid("Amount must be at least 1 cent", param="amount")  # unconfirmed
+        amount = remaining if asked is None else asked
         if amount > remaining:
             # Recorded Stripe responses carry this message with param "amount" and no code
             # (some clients mention `amount_too_large`; not confirmed, so left out).
@@ -2894,12 +2899,6 @@ class FakeStripe:
                 f"unrefunded amount on charge ({_money(remaining, charge['currency'])})",
                 param="amount",
             )
-        reason = None
-        if "reason" in params:
-            reason = _enum(params, "reason", _REFUND_REASONS, "")
-        metadata: dict[str, str] = {}
-        if "metadata" in params:
-            _merge_metadata(metadata, params["metadata"])
         refund = so.refund(
             so.new_id("re_"),
             amount=amount,
