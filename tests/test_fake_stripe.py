@@ -1097,3 +1097,131 @@ async def test_refund_of_an_invoice_payment(
         await stripe_client.v1.refunds.create_async(
             {"payment_intent": str(unpaid.payment.payment_intent)}
         )
+
+
+# --- checkout sessions ---------------------------------------------------------------------
+
+
+async def test_checkout_session_list_filters_expiry_and_events(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    one_time = fake_stripe.add_price(unit_amount=700, interval=None, product_name="Credits")
+    customer = await stripe_client.v1.customers.create_async({"email": "cs@example.com"})
+    params: Any = {
+        "mode": "subscription",
+        "customer": customer.id,
+        "line_items": [{"price": price["id"], "quantity": 1}],
+    }
+    completed = await stripe_client.v1.checkout.sessions.create_async(params)
+    expired = await stripe_client.v1.checkout.sessions.create_async(params)
+    still_open = await stripe_client.v1.checkout.sessions.create_async(params)
+    paid_once = await stripe_client.v1.checkout.sessions.create_async(
+        {
+            "mode": "payment",
+            "customer": customer.id,
+            "line_items": [{"price": one_time["id"], "quantity": 2}],
+        }
+    )
+    sub = fake_stripe.complete_checkout(completed.id)
+    fake_stripe.complete_checkout(paid_once.id)
+    expired_now = await stripe_client.v1.checkout.sessions.expire_async(expired.id)
+    assert (expired_now.status, expired_now.url) == ("expired", None)
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.expire_async(expired.id)
+    assert excinfo.value.user_message == (
+        'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout '
+        'Session has a status of "expired".'
+    )
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.expire_async("cs_test_missing")
+    assert excinfo.value.code == "resource_missing"
+
+    sessions = stripe_client.v1.checkout.sessions
+    everything = await sessions.list_async({"customer": customer.id})
+    assert [s.id for s in everything.data] == [
+        paid_once.id,
+        still_open.id,
+        expired.id,
+        completed.id,
+    ]
+    assert everything.url == "/v1/checkout/sessions"
+    assert [s.id for s in (await sessions.list_async({"status": "open"})).data] == [still_open.id]
+    assert [s.id for s in (await sessions.list_async({"status": "expired"})).data] == [expired.id]
+    by_sub = await sessions.list_async({"subscription": sub["id"]})
+    assert [s.id for s in by_sub.data] == [completed.id]
+    paid = fake_stripe.checkout_sessions[paid_once.id]
+    assert paid["payment_status"] == "paid"
+    assert fake_stripe.payment_intents[paid["payment_intent"]]["amount"] == 1400
+    by_pi = await sessions.list_async({"payment_intent": paid["payment_intent"]})
+    assert [s.id for s in by_pi.data] == [paid_once.id]
+    by_email = await sessions.list_async({"customer_details": {"email": "cs@example.com"}})
+    assert paid_once.id in [s.id for s in by_email.data]
+    assert (await sessions.list_async({"customer": customer.id.upper()})).data == []
+    assert (
+        await sessions.list_async({"created": {"lt": completed.created}})
+    ).data == []  # exact timestamps work like every created filter
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await sessions.list_async(cast(Any, {"status": "completed"}))
+    assert excinfo.value.param == "status"
+
+    # The fake does not send webhooks: the helpers' results (and the stored sessions) are
+    # what a test wraps with fake.event().
+    done = fake_stripe.event(
+        "checkout.session.completed", fake_stripe.checkout_sessions[completed.id]
+    )
+    assert done["data"]["object"]["subscription"] == sub["id"]
+    gone = fake_stripe.expire_checkout(still_open.id)
+    assert fake_stripe.event("checkout.session.expired", gone)["data"]["object"]["status"] == (
+        "expired"
+    )
+
+
+async def test_checkout_promotion_codes_tax_and_trial_parameters(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    base: Any = {"mode": "subscription", "line_items": [{"price": price["id"], "quantity": 1}]}
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.create_async(
+            {**base, "allow_promotion_codes": True, "discounts": [{"coupon": "SPRING"}]}
+        )
+    assert excinfo.value.code == "parameters_exclusive"
+    assert excinfo.value.user_message == (
+        "You may only specify one of these parameters: allow_promotion_codes, discounts."
+    )
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.checkout.sessions.create_async(
+            {**base, "discounts": [{"coupon": "SPRING"}]}
+        )
+    assert (excinfo.value.code, excinfo.value.param) == ("resource_missing", "discounts[0][coupon]")
+
+    customer = await stripe_client.v1.customers.create_async({"email": "tax@example.com"})
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        # No address on the customer and none saved from Checkout: Stripe cannot tax.
+        await stripe_client.v1.checkout.sessions.create_async(
+            {**base, "customer": customer.id, "automatic_tax": {"enabled": True}}
+        )
+    assert excinfo.value.param == "automatic_tax[enabled]"
+
+    session = await stripe_client.v1.checkout.sessions.create_async(
+        {
+            **base,
+            "customer": customer.id,
+            "customer_update": {"address": "auto"},
+            "allow_promotion_codes": True,
+            "automatic_tax": {"enabled": True},
+            "subscription_data": {"trial_period_days": 7},
+        }
+    )
+    assert session.allow_promotion_codes is True
+    assert session.automatic_tax.enabled is True
+    assert session.automatic_tax.status == "requires_location_inputs"
+    assert session.automatic_tax.liability is not None
+    assert session.automatic_tax.liability.type == "self"
+    sub = fake_stripe.complete_checkout(session.id)
+    assert sub["status"] == "trialing"
+    assert sub["trial_end"] - sub["created"] == 7 * 86400
+    assert sub["automatic_tax"]["enabled"] is True
+    completed = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
+    assert completed.automatic_tax.status == "complete"
