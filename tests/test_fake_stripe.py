@@ -1225,3 +1225,224 @@ async def test_checkout_promotion_codes_tax_and_trial_parameters(
     assert sub["automatic_tax"]["enabled"] is True
     completed = await stripe_client.v1.checkout.sessions.retrieve_async(session.id)
     assert completed.automatic_tax.status == "complete"
+
+
+# --- price swaps and invoice previews -----------------------------------------------------
+
+
+def swap_setup(fake_stripe: FakeStripe) -> tuple[dict[str, Any], str, int]:
+    """A 10 USD/month subscription, a 30 USD/month price, and the middle of the period."""
+    basic = fake_stripe.add_price(unit_amount=1000, product_name="Basic")
+    business = fake_stripe.add_price(unit_amount=3000, product_name="Business")
+    customer = fake_stripe.add_customer("swap@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], basic["id"])
+    item = sub["items"]["data"][0]
+    start, end = item["current_period_start"], item["current_period_end"]
+    return sub, business["id"], start + (end - start) // 2
+
+
+async def test_price_swap_with_always_invoice_is_invoiced_and_paid(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    sub, business, middle = swap_setup(fake_stripe)
+    item = sub["items"]["data"][0]
+    updated = await stripe_client.v1.subscriptions.update_async(
+        sub["id"],
+        {
+            "items": [{"id": item["id"], "price": business}],
+            "proration_behavior": "always_invoice",
+            "proration_date": middle,
+        },
+    )
+    assert updated.items.data[0].price.id == business
+    assert updated.items.data[0].id == item["id"]
+    assert updated.status == "active"
+    assert updated.latest_invoice != sub["latest_invoice"]
+    invoice = await stripe_client.v1.invoices.retrieve_async(str(updated.latest_invoice))
+    assert invoice.billing_reason == "subscription_update"
+    assert [(line.amount, line.description) for line in invoice.lines.data] == [
+        (-500, f"Unused time on Basic after {time.strftime('%d %b %Y', time.gmtime(middle))}"),
+        (
+            1500,
+            f"Remaining time on Business after {time.strftime('%d %b %Y', time.gmtime(middle))}",
+        ),
+    ]
+    for line in invoice.lines.data:
+        details = line.to_dict()["parent"]["subscription_item_details"]
+        assert details["proration"] is True
+        assert details["invoice_item"].startswith("ii_")
+        assert (line.period.start, line.period.end) == (middle, item["current_period_end"])
+    assert (invoice.status, invoice.amount_due, invoice.amount_paid) == ("paid", 1000, 1000)
+
+
+async def test_price_swap_payment_behaviors_when_the_card_is_declined(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    sub, business, middle = swap_setup(fake_stripe)
+    item_id = sub["items"]["data"][0]["id"]
+    swap: Any = {
+        "items": [{"id": item_id, "price": business}],
+        "proration_behavior": "always_invoice",
+        "proration_date": middle,
+    }
+
+    fake_stripe.decline_next_payment()
+    with pytest.raises(stripe.CardError) as excinfo:
+        await stripe_client.v1.subscriptions.update_async(
+            sub["id"], {**swap, "payment_behavior": "error_if_incomplete"}
+        )
+    assert (excinfo.value.http_status, excinfo.value.code) == (402, "card_declined")
+    unchanged = fake_stripe.subscriptions[sub["id"]]
+    assert unchanged["items"]["data"][0]["price"]["id"] != business
+    assert unchanged["latest_invoice"] == sub["latest_invoice"]
+    assert len(fake_stripe.invoices) == 1
+
+    fake_stripe.decline_next_payment()
+    pending = await stripe_client.v1.subscriptions.update_async(
+        sub["id"], {**swap, "payment_behavior": "pending_if_incomplete"}
+    )
+    assert pending.status == "active"
+    assert pending.items.data[0].price.id != business  # not applied until paid
+    assert pending.pending_update is not None
+    assert pending.pending_update.subscription_items is not None
+    assert pending.pending_update.subscription_items[0].price.id == business
+    open_invoice = fake_stripe.invoices[str(pending.latest_invoice)]
+    assert (open_invoice["status"], open_invoice["amount_due"]) == ("open", 1000)
+    fake_stripe.pay_invoice(open_invoice["id"])
+    applied = await stripe_client.v1.subscriptions.retrieve_async(sub["id"])
+    assert applied.pending_update is None
+    assert applied.items.data[0].price.id == business
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_client.v1.subscriptions.update_async(
+            sub["id"],
+            {**swap, "payment_behavior": "pending_if_incomplete", "metadata": {"a": "b"}},
+        )
+
+
+async def test_price_swap_allow_incomplete_and_default_incomplete_leave_past_due(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    for behavior in ("allow_incomplete", "default_incomplete"):
+        sub, business, middle = swap_setup(fake_stripe)
+        fake_stripe.decline_next_payment()
+        updated = await stripe_client.v1.subscriptions.update_async(
+            sub["id"],
+            {
+                "items": [{"id": sub["items"]["data"][0]["id"], "price": business}],
+                "proration_behavior": "always_invoice",
+                "proration_date": middle,
+                "payment_behavior": cast(Any, behavior),
+            },
+        )
+        assert updated.status == "past_due"
+        assert updated.items.data[0].price.id == business  # applied anyway
+        invoice = fake_stripe.invoices[str(updated.latest_invoice)]
+        assert invoice["status"] == "open"
+        assert invoice["attempted"] is (behavior == "allow_incomplete")
+        fake_stripe.pay_invoice(invoice["id"])
+        assert fake_stripe.subscriptions[sub["id"]]["status"] == "active"
+        fake_stripe.reset()
+
+
+async def test_create_prorations_waits_for_the_next_invoice_which_the_preview_shows(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    sub, business, middle = swap_setup(fake_stripe)
+    item = sub["items"]["data"][0]
+    details: Any = {
+        "items": [{"id": item["id"], "price": business}],
+        "proration_date": middle,
+    }
+    preview = await stripe_client.v1.invoices.create_preview_async(
+        {"customer": sub["customer"], "subscription": sub["id"], "subscription_details": details}
+    )
+    assert preview.id.startswith("upcoming_in_")
+    assert (preview.status, preview.number, preview.billing_reason) == ("draft", None, "upcoming")
+    assert preview.to_dict()["parent"]["subscription_details"]["subscription_proration_date"] == (
+        middle
+    )
+    # Credit for unused Basic, charge for remaining Business, then the next month of Business.
+    assert [line.amount for line in preview.lines.data] == [-500, 1500, 3000]
+    assert preview.amount_due == 4000
+    next_line = preview.lines.data[2]
+    assert next_line.period.start == item["current_period_end"]
+    assert next_line.to_dict()["parent"]["subscription_item_details"]["proration"] is False
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.invoices.retrieve_async(preview.id)
+    assert excinfo.value.code == "resource_missing"  # previews are not stored
+
+    immediate = await stripe_client.v1.invoices.create_preview_async(
+        {
+            "subscription": sub["id"],
+            "subscription_details": {**details, "proration_behavior": "always_invoice"},
+        }
+    )
+    assert [line.amount for line in immediate.lines.data] == [-500, 1500]
+    assert immediate.amount_due == 1000
+    without = await stripe_client.v1.invoices.create_preview_async(
+        {
+            "subscription": sub["id"],
+            "subscription_details": {
+                "items": details["items"],
+                "proration_behavior": "none",
+            },
+        }
+    )
+    assert [line.amount for line in without.lines.data] == [3000]
+    with pytest.raises(stripe.InvalidRequestError):
+        await stripe_client.v1.invoices.create_preview_async(
+            {
+                "subscription": sub["id"],
+                "subscription_details": {**details, "proration_behavior": "none"},
+            }
+        )
+
+    # The same change, applied: nothing is invoiced now, the prorations are pending...
+    updated = await stripe_client.v1.subscriptions.update_async(
+        sub["id"], {"items": details["items"], "proration_date": middle}
+    )
+    assert updated.latest_invoice == sub["latest_invoice"]
+    # ...and the next preview (no change asked) shows them before the next period.
+    after = await stripe_client.v1.invoices.create_preview_async({"subscription": sub["id"]})
+    assert [line.amount for line in after.lines.data] == [-500, 1500, 3000]
+    # At the renewal they are invoiced with the new period.
+    renewal = fake_stripe.fail_payment(sub["id"])
+    assert [line["amount"] for line in renewal["lines"]["data"]] == [-500, 1500, 3000]
+
+
+async def test_preview_of_a_new_subscription_and_errors(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500, product_name="Pro")
+    customer = fake_stripe.add_customer("new@example.com")
+    preview = await stripe_client.v1.invoices.create_preview_async(
+        {"customer": customer["id"], "subscription_details": {"items": [{"price": price["id"]}]}}
+    )
+    assert preview.amount_due == 1500
+    assert preview.lines.data[0].description == "1 \u00d7 Pro (at $15.00 / month)"
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.invoices.create_preview_async({"customer": customer["id"]})
+    assert excinfo.value.code == "parameter_missing"
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.invoices.create_preview_async({"subscription": "sub_missing"})
+    assert (excinfo.value.code, excinfo.value.param) == ("resource_missing", "subscription")
+
+
+async def test_interval_change_resets_the_billing_period_and_invoices_at_once(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    sub, _, middle = swap_setup(fake_stripe)
+    yearly = fake_stripe.add_price(unit_amount=10000, interval="year", product_name="Yearly")
+    updated = await stripe_client.v1.subscriptions.update_async(
+        sub["id"],
+        {
+            "items": [{"id": sub["items"]["data"][0]["id"], "price": yearly["id"]}],
+            "proration_date": middle,
+        },
+    )
+    item = updated.items.data[0]
+    assert item.current_period_start == middle
+    assert 365 * 86400 <= item.current_period_end - middle <= 366 * 86400
+    invoice = fake_stripe.invoices[str(updated.latest_invoice)]
+    assert [line["amount"] for line in invoice["lines"]["data"]] == [-500, 10000]
+    assert (invoice["status"], invoice["amount_paid"]) == ("paid", 9500)
