@@ -1184,7 +1184,7 @@ async def test_checkout_promotion_codes_tax_and_trial_parameters(
     base: Any = {"mode": "subscription", "line_items": [{"price": price["id"], "quantity": 1}]}
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         await stripe_client.v1.checkout.sessions.create_async(
-            {**base, "allow_promotion_codes": True, "discounts": [{"coupon": "SPRING"}]}
+            cast(Any, {**base, "allow_promotion_codes": True, "discounts": [{"coupon": "SPRING"}]})
         )
     assert excinfo.value.code == "parameters_exclusive"
     assert excinfo.value.user_message == (
@@ -1192,7 +1192,7 @@ async def test_checkout_promotion_codes_tax_and_trial_parameters(
     )
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         await stripe_client.v1.checkout.sessions.create_async(
-            {**base, "discounts": [{"coupon": "SPRING"}]}
+            cast(Any, {**base, "discounts": [{"coupon": "SPRING"}]})
         )
     assert (excinfo.value.code, excinfo.value.param) == ("resource_missing", "discounts[0][coupon]")
 
@@ -1200,20 +1200,19 @@ async def test_checkout_promotion_codes_tax_and_trial_parameters(
     with pytest.raises(stripe.InvalidRequestError) as excinfo:
         # No address on the customer and none saved from Checkout: Stripe cannot tax.
         await stripe_client.v1.checkout.sessions.create_async(
-            {**base, "customer": customer.id, "automatic_tax": {"enabled": True}}
+            cast(Any, {**base, "customer": customer.id, "automatic_tax": {"enabled": True}})
         )
     assert excinfo.value.param == "automatic_tax[enabled]"
 
-    session = await stripe_client.v1.checkout.sessions.create_async(
-        {
-            **base,
-            "customer": customer.id,
-            "customer_update": {"address": "auto"},
-            "allow_promotion_codes": True,
-            "automatic_tax": {"enabled": True},
-            "subscription_data": {"trial_period_days": 7},
-        }
-    )
+    session_params: Any = {
+        **base,
+        "customer": customer.id,
+        "customer_update": {"address": "auto"},
+        "allow_promotion_codes": True,
+        "automatic_tax": {"enabled": True},
+        "subscription_data": {"trial_period_days": 7},
+    }
+    session = await stripe_client.v1.checkout.sessions.create_async(session_params)
     assert session.allow_promotion_codes is True
     assert session.automatic_tax.enabled is True
     assert session.automatic_tax.status == "requires_location_inputs"
@@ -1289,7 +1288,7 @@ async def test_price_swap_payment_behaviors_when_the_card_is_declined(
     fake_stripe.decline_next_payment()
     with pytest.raises(stripe.CardError) as excinfo:
         await stripe_client.v1.subscriptions.update_async(
-            sub["id"], {**swap, "payment_behavior": "error_if_incomplete"}
+            sub["id"], cast(Any, {**swap, "payment_behavior": "error_if_incomplete"})
         )
     assert (excinfo.value.http_status, excinfo.value.code) == (402, "card_declined")
     unchanged = fake_stripe.subscriptions[sub["id"]]
@@ -1299,7 +1298,7 @@ async def test_price_swap_payment_behaviors_when_the_card_is_declined(
 
     fake_stripe.decline_next_payment()
     pending = await stripe_client.v1.subscriptions.update_async(
-        sub["id"], {**swap, "payment_behavior": "pending_if_incomplete"}
+        sub["id"], cast(Any, {**swap, "payment_behavior": "pending_if_incomplete"})
     )
     assert pending.status == "active"
     assert pending.items.data[0].price.id != business  # not applied until paid
@@ -1315,7 +1314,9 @@ async def test_price_swap_payment_behaviors_when_the_card_is_declined(
     with pytest.raises(stripe.InvalidRequestError):
         await stripe_client.v1.subscriptions.update_async(
             sub["id"],
-            {**swap, "payment_behavior": "pending_if_incomplete", "metadata": {"a": "b"}},
+            cast(
+                Any, {**swap, "payment_behavior": "pending_if_incomplete", "metadata": {"a": "b"}}
+            ),
         )
 
 
@@ -1374,7 +1375,7 @@ async def test_create_prorations_waits_for_the_next_invoice_which_the_preview_sh
     immediate = await stripe_client.v1.invoices.create_preview_async(
         {
             "subscription": sub["id"],
-            "subscription_details": {**details, "proration_behavior": "always_invoice"},
+            "subscription_details": cast(Any, {**details, "proration_behavior": "always_invoice"}),
         }
     )
     assert [line.amount for line in immediate.lines.data] == [-500, 1500]
@@ -1393,7 +1394,7 @@ async def test_create_prorations_waits_for_the_next_invoice_which_the_preview_sh
         await stripe_client.v1.invoices.create_preview_async(
             {
                 "subscription": sub["id"],
-                "subscription_details": {**details, "proration_behavior": "none"},
+                "subscription_details": cast(Any, {**details, "proration_behavior": "none"}),
             }
         )
 
