@@ -1447,3 +1447,136 @@ async def test_interval_change_resets_the_billing_period_and_invoices_at_once(
     invoice = fake_stripe.invoices[str(updated.latest_invoice)]
     assert [line["amount"] for line in invoice["lines"]["data"]] == [-500, 10000]
     assert (invoice["status"], invoice["amount_paid"]) == ("paid", 9500)
+
+
+# --- entitlements --------------------------------------------------------------------------
+
+
+async def test_active_entitlements_and_their_summary_event(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    customer = fake_stripe.add_customer("ent@example.com")
+    listing = await stripe_client.v1.entitlements.active_entitlements.list_async(
+        {"customer": customer["id"]}
+    )
+    assert (listing.data, listing.has_more) == ([], False)
+
+    summary = fake_stripe.set_active_entitlements(customer["id"], ["export", "api-access"])
+    listing = await stripe_client.v1.entitlements.active_entitlements.list_async(
+        {"customer": customer["id"]}
+    )
+    assert listing.url == "/v1/entitlements/active_entitlements"
+    assert sorted(e.lookup_key for e in listing.data) == ["api-access", "export"]
+    for ent in listing.data:
+        assert ent.object == "entitlements.active_entitlement"
+        assert ent.id.startswith("ent_test_")
+        assert isinstance(ent.feature, str)
+        assert ent.feature.startswith("feat_test_")
+
+    event = fake_stripe.event("entitlements.active_entitlement_summary.updated", summary)
+    payload, headers = signed_webhook(event, WEBHOOK_SECRET)
+    verified = stripe.Webhook.construct_event(
+        payload, headers["Stripe-Signature"], WEBHOOK_SECRET, tolerance=300
+    )
+    obj = verified.data.object
+    assert obj["object"] == "entitlements.active_entitlement_summary"
+    assert obj["customer"] == customer["id"]
+    assert sorted(e["lookup_key"] for e in obj["entitlements"]["data"]) == [
+        "api-access",
+        "export",
+    ]
+
+    # Keys kept keep their entitlement; one feature per lookup key across customers.
+    export_id = next(e.id for e in listing.data if e.lookup_key == "export")
+    fake_stripe.set_active_entitlements(customer["id"], ["export"])
+    (left,) = (
+        await stripe_client.v1.entitlements.active_entitlements.list_async(
+            {"customer": customer["id"]}
+        )
+    ).data
+    assert left.id == export_id
+    other = fake_stripe.add_customer("other@example.com")
+    other_summary = fake_stripe.set_active_entitlements(other["id"], ["export"])
+    assert other_summary["entitlements"]["data"][0]["feature"] == left.feature
+
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.entitlements.active_entitlements.list_async(cast(Any, {"limit": 5}))
+    assert (excinfo.value.code, excinfo.value.param) == ("parameter_missing", "customer")
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
+        await stripe_client.v1.entitlements.active_entitlements.list_async(
+            {"customer": "cus_missing"}
+        )
+    assert excinfo.value.code == "resource_missing"
+
+
+# --- list limits & auto-pagination ---------------------------------------------------------
+
+
+async def test_every_list_endpoint_keeps_limits_between_1_and_100(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    customer = fake_stripe.add_customer("limits@example.com")
+    v1 = stripe_client.v1
+    listers: list[tuple[str, Any, dict[str, Any]]] = [
+        ("customers", v1.customers.list_async, {}),
+        ("prices", v1.prices.list_async, {}),
+        ("subscriptions", v1.subscriptions.list_async, {}),
+        ("invoices", v1.invoices.list_async, {}),
+        ("invoice_payments", v1.invoice_payments.list_async, {}),
+        ("refunds", v1.refunds.list_async, {}),
+        ("checkout sessions", v1.checkout.sessions.list_async, {}),
+        ("portal configurations", v1.billing_portal.configurations.list_async, {}),
+        (
+            "active entitlements",
+            v1.entitlements.active_entitlements.list_async,
+            {"customer": customer["id"]},
+        ),
+    ]
+    for name, lister, base in listers:
+        for limit, bound in ((0, "greater than or equal to 1"), (101, "less than or equal to 100")):
+            with pytest.raises(stripe.InvalidRequestError) as excinfo:
+                await lister({**base, "limit": limit})
+            assert (excinfo.value.param, excinfo.value.code) == (
+                "limit",
+                "parameter_invalid_integer",
+            ), name
+            assert excinfo.value.user_message == f"This value must be {bound}.", name
+        assert (await lister({**base, "limit": 100})).has_more is False, name
+
+    # Default 10, with has_more.
+    price = fake_stripe.add_price()
+    for _ in range(11):
+        fake_stripe.create_subscription(customer["id"], price["id"])
+    page = await v1.invoices.list_async()
+    assert (len(page.data), page.has_more) == (10, True)
+    pays = await v1.invoice_payments.list_async()
+    assert (len(pays.data), pays.has_more) == (10, True)
+
+
+async def test_auto_paging_iter_walks_150_subscriptions(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price()
+    customer = fake_stripe.add_customer("pages@example.com")
+    created = [
+        fake_stripe.create_subscription(customer["id"], price["id"])["id"] for _ in range(150)
+    ]
+    fake_stripe.reset_requests()
+    first = await stripe_client.v1.subscriptions.list_async(
+        {"customer": customer["id"], "limit": 100}
+    )
+    assert (len(first.data), first.has_more) == (100, True)
+    # stripe-python 16: auto_paging_iter() returns an iterator usable with `async for`,
+    # fetching the next pages with list_async (starting_after = last id of each page).
+    seen = [sub.id async for sub in first.auto_paging_iter()]
+    assert seen == list(reversed(created))
+    pages = fake_stripe.requests_to("GET", "/v1/subscriptions")
+    assert [r.params.get("starting_after") for r in pages] == [None, seen[99]]
+    assert all(r.params["customer"] == customer["id"] for r in pages)
+
+    # Backwards from the oldest with ending_before.
+    oldest = await stripe_client.v1.subscriptions.list_async(
+        {"customer": customer["id"], "limit": 100, "ending_before": created[0]}
+    )
+    assert [s.id for s in oldest.data] == list(reversed(created[1:101]))
+    assert oldest.has_more is True
