@@ -36,6 +36,54 @@ Behaviour reproduced from Stripe (API version pinned by the installed SDK):
   httpx fails reading the body and the SDK raises ``stripe.APIConnectionError`` after its
   retries; ``down_mode="unavailable"`` answers 503 ``api_error`` so the SDK raises
   ``stripe.APIError`` after its retries.
+* Lists: newest first, ``limit`` 1-100 (default 10; otherwise 400
+  ``parameter_invalid_integer``), ``has_more``, ``starting_after``/``ending_before``, so the
+  SDK's ``auto_paging_iter()`` (``async for`` too) walks them; filters are exact and
+  case-sensitive; ``expand[]`` works on list items (``data.latest_invoice``) and includes
+  includable fields (``invoice.payments``).
+* Subscriptions (pinned version): billing periods on the items; several per customer;
+  ``cancel_at`` as a timestamp, ``min_period_end``, ``max_period_end``;
+  ``cancel_at_period_end=true`` also sets ``cancel_at``, to the earliest item period end
+  (changelog 2025-07-30.basil); the Billing Portal's "cancel at period end"
+  (:meth:`FakeStripe.portal_cancel`) sets ``cancel_at`` and leaves ``cancel_at_period_end``
+  false, as it does for flexible billing mode.
+* Invoices shaped per ``stripe/_invoice.py``: linked to their subscription through
+  ``parent.subscription_details`` (no top-level ``subscription``), paid through
+  ``InvoicePayment`` objects (``payment.type="payment_intent"``), never ``charge`` /
+  ``payment_intent`` on the invoice. Every new subscription (Checkout, seeding) has a paid
+  ``subscription_create`` invoice as ``latest_invoice`` (a trial's is a paid invoice for
+  0); a renewal whose payment fails (:meth:`FakeStripe.fail_payment`) leaves an open
+  ``subscription_cycle`` invoice and a ``past_due`` subscription. ``GET /v1/invoices``
+  (``customer``, ``subscription``, ``status``, ``created`` …), retrieve, ``void``,
+  ``mark_uncollectible``, ``pay``; ``GET /v1/invoice_payments``.
+* Price swaps (``items[0][id]`` + ``items[0][price]``) with ``proration_behavior``
+  (``create_prorations`` leaves prorations for the next invoice, ``always_invoice``
+  invoices them at once, ``none``), ``proration_date``, a billing period reset when the
+  interval changes, and ``payment_behavior`` when the payment is declined
+  (:meth:`FakeStripe.decline_next_payment`): ``error_if_incomplete`` 402 ``card_declined``
+  with nothing changed, ``allow_incomplete`` applied and ``past_due``,
+  ``default_incomplete`` ``past_due`` awaiting payment, ``pending_if_incomplete`` a
+  ``pending_update`` applied when the invoice is paid.
+* ``POST /v1/invoices/create_preview`` with the proration model in
+  ``FakeStripe._invoice_preview``; previews have ``upcoming_in_`` ids and are not stored.
+* Refunds by ``payment_intent`` or ``charge``: full by default, partial with ``amount``;
+  ``charge_already_refunded`` once nothing is left, and Stripe's "Refund amount ($x) is
+  greater than unrefunded amount on charge ($y)" (``param=amount``) beyond it.
+* Checkout Sessions: list filters (``customer``, ``status``, ``subscription``,
+  ``payment_intent``, ``customer_details[email]``, ``created``); ``expire`` only when open;
+  ``allow_promotion_codes`` and ``discounts`` exclusive; ``automatic_tax[enabled]``;
+  ``subscription_data[trial_period_days]`` (1-730) makes the subscription ``trialing``.
+* Entitlements: ``GET /v1/entitlements/active_entitlements?customer=…`` from
+  :meth:`FakeStripe.set_active_entitlements`, which returns the
+  ``entitlements.active_entitlement_summary`` object for the matching event.
+
+The fake sends no webhooks: helpers that change state return the object a test wraps with
+:meth:`FakeStripe.event` (``fail_payment`` the invoice, ``portal_cancel`` the subscription,
+``expire_checkout`` the session; after ``complete_checkout``,
+``fake.checkout_sessions[id]`` is the completed session).
+
+Where Stripe's exact wording or behaviour could not be confirmed, the code says so
+("unconfirmed") and models the most conservative reading (no error code asserted).
 """
 
 from __future__ import annotations
@@ -770,7 +818,7 @@ class FakeStripe:
         status: str = "active",
         trial_period_days: int | None = None,
     ) -> JSONDict:
-        """Seed a subscription directly (no HTTP, no checkout)."""
+        """Seed a subscription directly (no HTTP, no checkout), with its paid first invoice."""
         with self._lock:
             sub = self._new_subscription(
                 customer_id,
@@ -787,8 +835,10 @@ class FakeStripe:
 
         In ``subscription`` mode this creates the customer if the session had none (from
         ``customer_email``), an active (or ``trialing``) subscription with the session's
-        recurring prices and ``subscription_data[metadata]``, links it on the session, and
-        returns the subscription. In other modes returns the completed session.
+        recurring prices and ``subscription_data[metadata]`` and its paid first invoice,
+        links it on the session, and returns the subscription. In ``payment`` mode the
+        session gets a succeeded PaymentIntent (``payment_intent``). In other modes returns
+        the completed session (``fake.checkout_sessions[id]`` has it in every mode).
         """
         with self._lock:
             return copy.deepcopy(self._complete_checkout(session_id))
