@@ -8,6 +8,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 
+from db.connection import PoolExhausted
 from services import errors
 
 log = logging.getLogger("app.errors")
@@ -52,6 +53,8 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
             code = VALIDATION_FAILED
         formatted["extensions"] = {**(error.extensions or {}), "code": code}
         return formatted
+    if isinstance(original, PoolExhausted):
+        original = errors.busy()
     if isinstance(original, errors.DomainError):
         return {**formatted, **domain_entry(original)}
     log.error(

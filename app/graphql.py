@@ -37,7 +37,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.utils.await_maybe import await_maybe
 
-from app.context import Context, export_slot
+from app.context import Context, Runtime, export_slot, resolve_caller
 from app.errors import format_error
 from app.execution import FlatListExecutor
 from app.logging import operation_var
@@ -260,7 +260,7 @@ class GraphQLEndpoint:
             return _encode(state, None, [error], request_id)
         if raw[0] == "GET" and operation.operation is not OperationType.QUERY:
             raise _Refused(405, "Only queries can be sent over GET; use POST")
-        context = Context(state["runtime"], request)
+        context = await self._context(state["runtime"], request, prepared)
         if prepared.heavy:
             try:
                 async with export_slot(state["runtime"]):  # the answer's JSON counts too
@@ -276,6 +276,16 @@ class GraphQLEndpoint:
             if len(self._public) > self._public_size:
                 self._public.popitem(last=False)
         return body
+
+    async def _context(self, runtime: Runtime, request: Request, prepared: Prepared) -> Context:
+        """The request's context, its caller resolved first unless every root field is public."""
+        if prepared.public:
+            return Context(runtime, request)
+        try:
+            caller = await resolve_caller(runtime, request.headers.get("authorization"))
+        except Exception as refusal:  # raised again by each field that reads the caller
+            return Context(runtime, request, refusal=refusal)
+        return Context(runtime, request, caller=caller)
 
     async def _execute(
         self,
@@ -296,7 +306,7 @@ class GraphQLEndpoint:
                 )
             )
         finally:
-            await context.close()
+            context.close()
 
 
 @dataclass(frozen=True, slots=True)

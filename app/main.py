@@ -28,10 +28,11 @@ from app.settings import ConfigError, Settings
 from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
 from app.worker import Worker, WorkerSettings
-from db.connection import Database
+from db.connection import Database, Pool
 from schema.root import MAX_TOKENS, build_schema, validation_rules
 from services.metrics import Metrics
 from services.plans import PlanCatalog, PlansFileError
+from services.single_flight import SingleFlight
 from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,16 @@ def create_app(settings: Settings | None = None) -> Edge:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
-        database = Database(
-            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        pool = Pool(
+            Database(
+                database_url,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+            ),
+            acquire_timeout=settings.db_acquire_timeout_seconds,
+            max_size=settings.db_pool_max_size,
         )
-        await database.connect()
+        await pool.connect()
         # Only JWKS fetching needs an HTTP client of ours (and its TLS context, 2 to 3 MB).
         http = jwks = None
         if settings.auth_jwks_url:
@@ -77,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Edge:
             )
         stripe = stripe_gateway(settings, metrics)
         worker = Worker(
-            database,
+            pool,
             stripe,
             plans,
             WorkerSettings(poll_interval=settings.worker_poll_seconds),
@@ -85,7 +92,7 @@ def create_app(settings: Settings | None = None) -> Edge:
         )
         runtime = Runtime(
             settings=settings,
-            database=database,
+            pool=pool,
             plans=plans,
             authenticator=Authenticator(
                 hs_secret=hs_secret,
@@ -94,6 +101,11 @@ def create_app(settings: Settings | None = None) -> Edge:
                 audience=settings.auth_audience,
             ),
             stripe=stripe,
+            single_flight=SingleFlight(
+                pool,
+                lease_seconds=4 * stripe.deadline,
+                wait_seconds=stripe.deadline,
+            ),
             worker=worker,
             metrics=metrics,
             export_slots=asyncio.Semaphore(settings.export_concurrency),
@@ -115,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Edge:
             await runtime.stripe.aclose()
             if http is not None:
                 await http.aclose()
-            await database.disconnect()
+            await pool.disconnect()
 
     graphql = GraphQLEndpoint(
         build_schema()._schema,

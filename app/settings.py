@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     # Per user; 0 turns a limit off. See `services.rate_limits` and the README.
+    rate_limit_requests_per_minute: NonNegativeInt = 600
     rate_limit_stripe_per_minute: NonNegativeInt = 20
     rate_limit_export_per_hour: NonNegativeInt = 10
     rate_limit_delete_per_hour: NonNegativeInt = 5
@@ -109,6 +110,7 @@ class Settings(BaseSettings):
     @property
     def rate_limits(self) -> RateLimits:
         return RateLimits.configured(
+            requests_per_minute=self.rate_limit_requests_per_minute,
             stripe_per_minute=self.rate_limit_stripe_per_minute,
             export_per_hour=self.rate_limit_export_per_hour,
             delete_per_hour=self.rate_limit_delete_per_hour,

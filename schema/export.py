@@ -16,7 +16,12 @@ from schema.user import User
 @strawberry.type(description="Everything we hold about the caller, for download (GDPR)")
 class Export:
     user_profile: User
-    subscription: Subscription | None
+    subscription: Subscription | None = strawberry.field(
+        description="The one that matters (see `User.subscriptions`)"
+    )
+    subscriptions: list[Subscription] = strawberry.field(
+        description="Every Stripe subscription, by the rule of `User.subscriptions`"
+    )
     usage_records: list[UsageRecord] = strawberry.field(description="Newest first, at most 1000")
     export_timestamp: datetime = strawberry.field(
         description="The instant our rows were read at, in one consistent snapshot"

@@ -51,3 +51,10 @@ class RateLimited(DomainError):
 
 class ServiceBusy(DomainError):
     """Overloaded for a moment (e.g. no database connection free); safe to retry."""
+
+
+def busy() -> ServiceBusy:
+    """No database connection (or export slot) came free in time."""
+    return ServiceBusy(
+        "The service is busy right now; please try again in a moment.", retryable=True
+    )
