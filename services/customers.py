@@ -57,13 +57,17 @@ def display_name(user: UserRecord) -> str | None:
 
 
 def _creation_key(user: UserRecord, params: dict[str, object], replacing: str | None) -> str:
-    """Same user, same parameters, same replaced customer → same key (and one customer).
+    """Same account, same parameters, same replaced customer → same key (one customer).
 
-    The parameters' digest is part of the key because Stripe refuses a key reused with
-    other parameters; a changed email must not wedge customer creation for 24 hours.
+    The account's creation time is part of the key: the same `sub` signing in afresh after
+    deleting their account is a new account, and must not get the old customer back from
+    Stripe's replay of the old key. The parameters' digest is part of it because Stripe
+    refuses a key reused with other parameters; a changed email must not wedge customer
+    creation for 24 hours.
     """
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{SOURCE}:customer:{user.id}:{replacing or 'first'}:{digest}"
+    account = int(user.created_at.timestamp() * 1_000_000)
+    return f"{SOURCE}:customer:{user.id}:{replacing or 'first'}:{account}:{digest}"
 
 
 async def customer_gone(pg: Pg, user_id: str, customer_id: str) -> bool:

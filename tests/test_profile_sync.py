@@ -344,7 +344,12 @@ async def test_failed_events_are_listed_and_replayed_by_the_cli(
     assert await asyncio.to_thread(main, ["events", "--replay-failed"]) == 0
     assert "Requeued 1 event(s)" in capsys.readouterr().out
     assert await pg.fetchval("SELECT status FROM stripe_events") == "processed"
-    assert await pg.fetchval("SELECT plan_id FROM subscriptions WHERE user_id = 'u1' AND stripe_subscription_id IS NOT NULL") == "PRO"
+    assert (
+        await pg.fetchval(
+            "SELECT plan_id FROM subscriptions WHERE user_id = 'u1' AND stripe_subscription_id IS NOT NULL"
+        )
+        == "PRO"
+    )
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -368,7 +373,12 @@ async def test_resync_repairs_state_after_missed_webhooks(
     assert "subscription updated" in out
     assert f"u2 ({gone}): customer deleted in Stripe: unlinked" in out
     assert "Checked 2 customer(s); 2 changed." in out
-    assert await pg.fetchval("SELECT plan_id FROM subscriptions WHERE user_id = 'u1' AND stripe_subscription_id IS NOT NULL") == "PRO"
+    assert (
+        await pg.fetchval(
+            "SELECT plan_id FROM subscriptions WHERE user_id = 'u1' AND stripe_subscription_id IS NOT NULL"
+        )
+        == "PRO"
+    )
     assert await pg.fetchval("SELECT count(*) FROM customers WHERE user_id = 'u2'") == 0
 
     assert await asyncio.to_thread(main, ["resync"]) == 0

@@ -70,8 +70,7 @@ async def exactly_once_problems(
     rows = {
         row["id"]: row
         for row in await pg.fetch(
-            "SELECT id, status, attempts, last_error, processings, processed_at "
-            "FROM stripe_events"
+            "SELECT id, status, attempts, last_error, processings, processed_at FROM stripe_events"
         )
     }
     for event_id in sorted(set(rows) ^ set(expected)):

@@ -40,9 +40,7 @@ def upgrade() -> None:
         "CREATE INDEX stripe_events_customer ON stripe_events (customer_id) "
         "WHERE status = 'pending'"
     )
-    op.execute(
-        "UPDATE stripe_events SET processings = 1 WHERE status IN ('processed', 'ignored')"
-    )
+    op.execute("UPDATE stripe_events SET processings = 1 WHERE status IN ('processed', 'ignored')")
 
 
 def downgrade() -> None:
