@@ -33,6 +33,7 @@ from schema.root import MAX_TOKENS, build_schema, validation_rules
 from services.metrics import Metrics
 from services.plans import PlanCatalog, PlansFileError
 from services.single_flight import SingleFlight
+from services.stripe_budget import PgStripeBudget
 from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,15 @@ def create_app(settings: Settings | None = None) -> Edge:
                 http,
                 min_refresh_interval=settings.auth_jwks_cooldown_seconds,
             )
-        stripe = stripe_gateway(settings, metrics)
+        stripe = stripe_gateway(settings, metrics, pool)
         worker = Worker(
             pool,
             stripe,
             plans,
-            WorkerSettings(poll_interval=settings.worker_poll_seconds),
+            WorkerSettings(
+                poll_interval=settings.worker_poll_seconds,
+                concurrency=settings.worker_concurrency,
+            ),
             metrics=metrics,
         )
         runtime = Runtime(
@@ -167,14 +171,20 @@ def create_app(settings: Settings | None = None) -> Edge:
     return edge
 
 
-def stripe_gateway(settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
+def stripe_gateway(
+    settings: Settings, metrics: Metrics | None = None, pool: Pool | None = None
+) -> StripeGateway:
+    """The gateway; with a pool, its calls keep to the budget every process shares."""
     key = settings.stripe_secret_key
+    deadline = settings.stripe_timeout_seconds * (settings.stripe_max_network_retries + 1)
+    rate = settings.stripe_max_requests_per_second
     return StripeGateway(
         key.get_secret_value() if key else None,
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
         max_network_retries=settings.stripe_max_network_retries,
         metrics=metrics,
+        budget=PgStripeBudget(pool, rate=rate, max_wait=deadline) if pool and rate else None,
     )
 
 

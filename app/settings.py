@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import NonNegativeInt, PositiveInt, SecretStr, field_validator
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.rate_limits import RateLimits
@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     stripe_portal_configuration_id: str | None = None
     stripe_timeout_seconds: float = 8.0
     stripe_max_network_retries: int = 2
+    # Stripe calls a second across every process (0: no budget). See services/stripe_budget.
+    stripe_max_requests_per_second: NonNegativeFloat = 20.0
     app_url: str = "http://localhost:3000"
     cors_origins: str | None = None
     auth_jwt_secret: SecretStr | None = None
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: int = 20
     run_worker: bool = True
     worker_poll_seconds: float = 1.0
+    worker_concurrency: PositiveInt = 4
     data_dir: Path = Path(".data")
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10

@@ -40,6 +40,7 @@ class WorkerSettings:
     acquire_seconds: float = 30.0
     rate_limit_purge_interval: float = 600.0
     events_per_claim: int = 100  # of one customer, answered by one Stripe re-read
+    concurrency: int = 4  # items handled at once (each mostly waits on Stripe)
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -64,29 +65,35 @@ class Worker:
         self._plans = plans
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="billing-worker")
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"billing-worker-{lane}")
+            for lane in range(max(1, self._settings.concurrency))
+        ]
 
     async def stop(self) -> None:
-        """Finish the item in hand, then stop; an abandoned lease simply expires."""
+        """Finish the items in hand, then stop; an abandoned lease simply expires."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                self._task.cancel()
+        if not self._tasks:
+            return
+        await asyncio.wait([asyncio.shield(t) for t in self._tasks], timeout=10)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
                 with suppress(asyncio.CancelledError):
-                    await self._task
+                    await task
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _run(self) -> None:
-        next_purge = time.monotonic()
+    async def _run(self, lane: int) -> None:
+        """One of the worker's lanes: claims and handles items until stopped; lane 0 also
+        keeps house."""
+        next_purge = time.monotonic() if lane == 0 else float("inf")
         failing = False
         while not self._stopping:
             if time.monotonic() >= next_purge:

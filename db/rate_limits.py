@@ -66,3 +66,18 @@ async def purge_stale(pg: Pg) -> int:
     """
     status: str = await pg.execute("DELETE FROM rate_limits WHERE tat <= now()")
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def delay(pg: Pg, user_id: str, bucket: str, seconds: float) -> None:
+    """Hold the bucket back: nothing more passes for `seconds` beyond what it allowed."""
+    await pg.execute(
+        """
+        INSERT INTO rate_limits AS r (user_id, bucket, tat, allowed)
+        VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), false)
+        ON CONFLICT (user_id, bucket) DO UPDATE SET
+            tat = greatest(r.tat, clock_timestamp()) + make_interval(secs => $3)
+        """,
+        user_id,
+        bucket,
+        seconds,
+    )

@@ -598,3 +598,56 @@ async def test_an_echo_of_an_older_push_does_not_undo_an_edit_still_waiting_to_b
     me = await gql(client, "{ me { firstName } }", token=bearer)
     assert event["status"] == "pending"
     assert me["data"]["me"]["firstName"] == "Second"
+
+
+# --- whatever Stripe signs is stored ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A NUL in a string: PostgreSQL's jsonb refuses it.
+        b'{"id": "evt_nul", "object": "event", "type": "customer.updated", "created": 1700000000,'
+        b' "data": {"object": {"id": "cus_1", "object": "customer", "name": "A\\u0000B"}}}',
+        # A lone surrogate: not valid Unicode text anywhere but in JSON's escapes.
+        b'{"id": "evt_surrogate", "object": "event", "type": "customer.updated",'
+        b' "created": 1700000000, "data": {"object": {"id": "cus_1", "name": "\\ud800"}}}',
+        # A byte-order mark before the JSON.
+        b'\xef\xbb\xbf{"id": "evt_bom", "object": "event", "type": "product.created",'
+        b' "created": 1700000000, "data": {"object": {"id": "prod_1"}}}',
+        # A `created` that is no usable time, as a float and as an int.
+        b'{"id": "evt_float", "object": "event", "type": "customer.updated", "created": 1e20,'
+        b' "data": {"object": {"id": "cus_1", "object": "customer"}}}',
+        b'{"id": "evt_huge", "object": "event", "type": "customer.updated",'
+        b' "created": 100000000000000000000, "data": {"object": {"id": "cus_1"}}}',
+    ],
+    ids=["nul", "lone-surrogate", "bom", "created-float", "created-huge"],
+)
+async def test_any_signed_event_is_stored_byte_for_byte_then_finished(
+    client: httpx.AsyncClient, runtime: Runtime, pg: asyncpg.Connection, body: bytes
+) -> None:
+    response = await deliver(client, body)
+    assert response.status_code == 200, response.text
+    assert (await deliver(client, body)).json() == {"received": True, "duplicate": True}
+    assert await pg.fetchval("SELECT payload FROM stripe_events") == body
+    await runtime.worker.drain()
+    status, reason = await pg.fetchrow("SELECT status, last_error FROM stripe_events")
+    assert status == "ignored", reason  # none of them is about a customer of ours
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 5000, "²", "1e3", "-5", " "],
+    ids=["5000-digits", "superscript-two", "exponent", "negative", "blank"],
+)
+async def test_a_malformed_signature_timestamp_is_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection, timestamp: str
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    response = await client.post(
+        "/webhooks/stripe",
+        content=json.dumps(event).encode(),
+        headers={b"Stripe-Signature": f"t={timestamp},v1={'0' * 64}".encode("latin-1")},
+    )
+    assert response.status_code == 400
+    assert await stored(pg) == []
