@@ -11,6 +11,8 @@ Two libraries import optional dependencies only because they are installed:
 
 Marking a module absent in `sys.modules` makes importing it fail as if it were not
 installed, which both libraries expect. Together that is a sixth of a worker's memory.
+
+It also sets how long a client has to send a request (`app.slow_clients`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from starlette.types import ASGIApp
 
 from app import logging as log_setup
+from app import slow_clients
 from app.settings import Settings
 
 
@@ -34,11 +37,18 @@ def leave_out_unused_modules(settings: Settings) -> list[str]:
     return left_out
 
 
+def prepare_serving(settings: Settings) -> None:
+    """What every serving process does before it accepts connections."""
+    slow_clients.configure(settings.request_read_timeout_seconds)
+
+
 def production_app() -> ASGIApp:
     """The factory each worker process calls (`python -m app serve --workers N`, or
-    `uvicorn --factory app.serving:production_app`): settings from the environment, our logs."""
+    `uvicorn --factory --http app.slow_clients:SlowClientsProtocol app.serving:production_app`):
+    settings from the environment, our logs."""
     settings = Settings()
     log_setup.configure(json_format=settings.json_logs)
+    prepare_serving(settings)
     leave_out_unused_modules(settings)
     from app.main import create_app
 
