@@ -41,6 +41,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
+    # Here, so that worker processes inherit the raised limit; each worker does it again.
     prepare_serving(settings)
     url = _database_url(settings)
     # In a child process, so the server never loads Alembic and SQLAlchemy's engine.

@@ -277,3 +277,19 @@ async def test_several_workers_drop_slow_clients_too(
     connections.append(connection)
     await connection.send(HEALTHZ)
     assert (await connection.response())[0] == 200
+
+
+async def test_the_open_files_limit_is_raised_to_the_hard_limit(
+    servers: Farm, database_url: str, tmp_path: Path
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 512
+    if hard <= low:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:  # the server process inherits the low soft limit
+        [server] = await servers.start(env(database_url, tmp_path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert resource.prlimit(server.pid, resource.RLIMIT_NOFILE) == (hard, hard)
+    assert f"open files limit: {hard} (raised from {low})" in server.log()
