@@ -36,10 +36,13 @@ def _database_url(settings: Settings) -> str:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.serving import leave_out_unused_modules
+    from app.serving import leave_out_unused_modules, prepare_serving
+    from app.slow_clients import HTTP_PROTOCOL
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
+    # Here, so that worker processes inherit the raised limit; each worker does it again.
+    prepare_serving(settings)
     url = _database_url(settings)
     # In a child process, so the server never loads Alembic and SQLAlchemy's engine.
     subprocess.run(
@@ -77,6 +80,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=workers,
         host=settings.host,
         port=settings.port,
+        # uvicorn's httptools protocol, plus the timeout that drops slow clients; see the
+        # README ("Slow clients") for why no limit_concurrency and the default backlog.
+        http=HTTP_PROTOCOL,
         log_level="info",
         log_config=None,  # ours (app.logging), set above
         access_log=False,  # app.middleware writes one line per request, with its ID

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.rate_limits import RateLimits
@@ -53,6 +60,9 @@ class Settings(BaseSettings):
     web_concurrency: int = 1
     forwarded_allow_ips: str = "127.0.0.1"
     graceful_shutdown_seconds: int = 20
+    # Each request, headers and body, must arrive within this long of the connection opening
+    # or the previous response ending; else 408 and the connection is closed. app.slow_clients
+    request_read_timeout_seconds: PositiveFloat = 30.0
     run_worker: bool = True
     worker_poll_seconds: float = 1.0
     worker_concurrency: PositiveInt = 4
