@@ -199,7 +199,9 @@ def main() -> None:
             "STRIPE_API_BASE": "http://127.0.0.1:9",
             "STRIPE_PRICE_PRO": "price_bench",
             "ACCESS_LOG": "false",
-            # The benchmark user hits export thousands of times a second on purpose.
+            # The benchmark user hits export thousands of times a second on purpose; every
+            # request is still counted (the same statement as in production), never refused.
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",
             "RATE_LIMIT_EXPORT_PER_HOUR": "0",
             "RATE_LIMIT_STRIPE_PER_MINUTE": "0",
             "RATE_LIMIT_DELETE_PER_HOUR": "0",
