@@ -7,7 +7,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import httpx
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
 from app.worker import Worker, WorkerSettings
 from db.connection import Database, Pool
+from db.wakeups import listen
 from schema.root import MAX_TOKENS, build_schema, validation_rules
 from services.metrics import Metrics
 from services.plans import PlanCatalog, PlansFileError
@@ -114,8 +115,10 @@ def create_app(settings: Settings | None = None) -> Edge:
             metrics=metrics,
             export_slots=asyncio.Semaphore(settings.export_concurrency),
         )
+        listener = None
         if settings.run_worker:
             worker.start()
+            listener = asyncio.create_task(listen(database_url, worker.wake), name="listen")
         # Start-up objects live as long as the process: keep the collector off them, and
         # collect the young generation less often (a request allocates many small objects).
         gc.collect()
@@ -127,6 +130,10 @@ def create_app(settings: Settings | None = None) -> Edge:
             yield {"runtime": runtime}
         finally:
             trimmer.cancel()
+            if listener is not None:
+                listener.cancel()
+                with suppress(asyncio.CancelledError):
+                    await listener
             await worker.stop()
             await runtime.stripe.aclose()
             if http is not None:

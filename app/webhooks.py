@@ -38,6 +38,4 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         return JSONResponse({"error": "could not record the event; retry later"}, 503)
     label = event.type if event.type in webhooks.HANDLED else "other"
     runtime.metrics.webhook_events.labels(label, "received" if new else "duplicate").inc()
-    if new:
-        runtime.worker.wake()
     return JSONResponse({"received": True, "duplicate": not new})

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from db.connection import Pg
+from db.wakeups import CHANNEL, notify
 
 COLUMNS = (
     "id, type, created_at, payload, received_at, status, attempts, last_error, "
@@ -34,13 +35,17 @@ class EventRecord:
         return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
+# One statement: the event stored and, when it is new, the workers woken at its commit.
 # Public so that `bench/reference.py` runs it bare.
-INSERT_SQL = """
-INSERT INTO stripe_events (id, type, created_at, payload, customer_id)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (id) DO NOTHING
-RETURNING true
-"""
+INSERT_SQL = f"""
+WITH inserted AS (
+    INSERT INTO stripe_events (id, type, created_at, payload, customer_id)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING true AS new
+)
+SELECT new, pg_notify('{CHANNEL}', '') FROM inserted
+"""  # noqa: S608 (a constant)
 
 
 async def insert(
@@ -52,7 +57,8 @@ async def insert(
     payload: bytes,
     customer_id: str | None,
 ) -> bool:
-    """Record an event once; False for a duplicate delivery. The hot path of ingestion."""
+    """Record an event once, waking the workers; False for a duplicate delivery. The hot
+    path of ingestion."""
     inserted = await pg.fetchval(
         INSERT_SQL,
         event_id,
@@ -166,4 +172,5 @@ async def requeue(pg: Pg, event_ids: list[str] | None) -> int:
         """,
         event_ids,
     )
+    await notify(pg)
     return len(rows)

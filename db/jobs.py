@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from db.connection import Pg
+from db.wakeups import notify
 
 PROFILE_SYNC = "profile_sync"
 DUPLICATE_SUBSCRIPTION = "duplicate_subscription"
@@ -55,7 +56,8 @@ async def enqueue(
     previous_email: str | None = None,
 ) -> None:
     """Queue the job, or merge into the one already queued: changed fields add up, and the
-    earliest `previous_email` stays (it is what Stripe may still hold)."""
+    earliest `previous_email` stays (it is what Stripe may still hold). The workers are
+    woken when the surrounding transaction commits."""
     await pg.execute(
         """
         INSERT INTO sync_jobs (user_id, kind, subject, fields, previous_email)
@@ -76,6 +78,7 @@ async def enqueue(
         sorted(set(fields)),
         previous_email,
     )
+    await notify(pg)
 
 
 async def claim_due(pg: Pg, lease_seconds: float) -> JobRecord | None:

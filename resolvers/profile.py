@@ -21,7 +21,6 @@ async def update_profile(info: strawberry.Info[Context, None], input: UpdateProf
     }
     changes = {field: value for field, value in sent.items() if value is not strawberry.UNSET}
     user = await profile.update_profile(context.runtime.pool, context.user, changes)
-    context.runtime.worker.wake()
     return to_user(user)
 
 

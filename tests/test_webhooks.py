@@ -11,11 +11,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from app.context import Runtime
+from app.main import create_app
+from app.settings import Settings
 from app.worker import Worker
 from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import gql
+from tests.servers import eventually
 
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"
@@ -651,3 +655,26 @@ async def test_a_malformed_signature_timestamp_is_400(
     )
     assert response.status_code == 400
     assert await stored(pg) == []
+
+
+async def test_a_worker_in_another_process_is_woken_by_the_database(
+    settings: Settings, fake_stripe: FakeStripe, pg: asyncpg.Connection
+) -> None:
+    """The process that records an event runs no worker; the one that does polls only
+    once a minute, and still processes it at once: NOTIFY at the insert's commit, LISTEN in
+    every worker process."""
+    receiver = create_app(settings.model_copy(update={"run_worker": False}))
+    worker = create_app(
+        settings.model_copy(update={"run_worker": True, "worker_poll_seconds": 60.0})
+    )
+    async with LifespanManager(receiver) as a, LifespanManager(worker):
+        await asyncio.sleep(0.5)  # the worker's first poll is behind it, its listener up
+        transport = httpx.ASGITransport(app=a.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+            assert (await deliver(client, event)).status_code == 200
+
+        async def finished() -> bool:
+            return bool(await pg.fetchval("SELECT status <> 'pending' FROM stripe_events"))
+
+        await eventually(finished, "the event processed by the other process", timeout=5)

@@ -101,7 +101,8 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -242,7 +243,7 @@ class RecordedRequest:
     request_id: str | None = None
     api_key: str | None = None
     """The API key the request presented (tells apart several clients of one fake)."""
-    at: float = field(default_factory=time.monotonic)
+    at: float = dataclass_field(default_factory=time.monotonic)
     """When it was answered (``time.monotonic()``), to measure a client's request rate."""
 
 
