@@ -228,6 +228,8 @@ def resync(settings: Settings, args: argparse.Namespace) -> int:
                     (["customer deleted in Stripe: unlinked"] if result.customer_gone else [])
                     + (["customer updated"] if result.customer_changed else [])
                     + (["subscription updated"] if result.subscription_changed else [])
+                    + (["invoices updated"] if result.invoices_changed else [])
+                    + (["entitlements updated"] if result.entitlements_changed else [])
                 )
                 print(f"{result.user_id} ({result.customer_id}): {', '.join(what)}")
         changed = sum(1 for r in results if r.changed)

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from db.connection import Pg
 
-COLUMNS = "user_id, stripe_customer_id, email, name, phone, created_at, updated_at, tagged"
+COLUMNS = (
+    "user_id, stripe_customer_id, email, name, phone, created_at, updated_at, tagged, entitlements"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +31,13 @@ class CustomerRecord:
     created_at: datetime
     updated_at: datetime
     tagged: bool = True
+    entitlements: tuple[str, ...] = ()  # the customer's active Stripe Entitlements
 
     @classmethod
     def from_row(cls, row: Any) -> CustomerRecord:
-        return cls(*row)  # the columns in the fields' order (COLUMNS)
+        values = list(row)
+        values[8] = tuple(values[8])
+        return cls(*values)  # the columns in the fields' order (COLUMNS)
 
 
 async def for_users(pg: Pg, user_ids: Sequence[str]) -> dict[str, CustomerRecord]:
@@ -143,14 +148,19 @@ async def mirror(
     return changed is True
 
 
-Read = Literal["subscriptions", "customer"]
+Read = Literal["subscriptions", "customer", "invoices", "entitlements"]
 
 
 async def advance_fence(pg: Pg, stripe_customer_id: str, read: Read, started_at: datetime) -> bool:
     """Record that a Stripe read of `read` started at `started_at` (the database's clock) is
     being applied; False when a read that started later was applied already (then this one
     is older and must not be written) or the customer is no longer linked."""
-    column = {"subscriptions": "subscriptions_read_at", "customer": "customer_read_at"}[read]
+    column = {
+        "subscriptions": "subscriptions_read_at",
+        "customer": "customer_read_at",
+        "invoices": "invoices_read_at",
+        "entitlements": "entitlements_read_at",
+    }[read]
     advanced = await pg.fetchval(
         f"""
         UPDATE customers SET {column} = $2
@@ -167,3 +177,25 @@ async def now(pg: Pg) -> datetime:
     """The database's clock: where every read fence's time comes from."""
     value: datetime = await pg.fetchval("SELECT clock_timestamp()")
     return value
+
+
+async def set_entitlements(pg: Pg, stripe_customer_id: str, lookup_keys: list[str]) -> bool:
+    """The customer's active Stripe Entitlements; True when they changed."""
+    changed = await pg.fetchval(
+        """
+        UPDATE customers SET entitlements = $2::text[], updated_at = now()
+        WHERE stripe_customer_id = $1 AND entitlements IS DISTINCT FROM $2::text[]
+        RETURNING true
+        """,
+        stripe_customer_id,
+        sorted(set(lookup_keys)),
+    )
+    return changed is True
+
+
+async def entitlements_of(pg: Pg, user_ids: Sequence[str]) -> dict[str, list[str]]:
+    rows = await pg.fetch(
+        "SELECT user_id, entitlements FROM customers WHERE user_id = ANY($1::text[])",
+        list(user_ids),
+    )
+    return {row["user_id"]: list(row["entitlements"]) for row in rows}

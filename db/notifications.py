@@ -36,10 +36,20 @@ async def newest(pg: Pg, user_id: str, limit: int) -> list[NotificationRecord]:
     return [NotificationRecord.from_row(row) for row in rows]
 
 
-async def add(pg: Pg, user_id: str, kind: str, message: str) -> None:
-    await pg.execute(
-        "INSERT INTO notifications (user_id, kind, message) VALUES ($1, $2, $3)",
+async def add(
+    pg: Pg, user_id: str, kind: str, message: str, *, event_id: str | None = None
+) -> bool:
+    """Add a notification; one caused by a Stripe event (`event_id`) is added once per
+    kind, however often the event is processed. False when it was there already."""
+    added = await pg.fetchval(
+        """
+        INSERT INTO notifications (user_id, kind, message, event_id) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (event_id, kind) WHERE event_id IS NOT NULL DO NOTHING
+        RETURNING true
+        """,
         user_id,
         kind,
         message,
+        event_id,
     )
+    return added is True

@@ -16,7 +16,7 @@ from db.connection import Pg
 COLUMNS = (
     "id, user_id, plan_id, status, stripe_subscription_id, stripe_customer_id, price_id, "
     "cancel_at_period_end, cancel_at, current_period_end, trial_end, created_at, "
-    "metadata_user_id, paid, duplicate_refunded_at, updated_at"
+    "metadata_user_id, paid, duplicate_refunded_at, updated_at, item_id"
 )
 
 
@@ -38,6 +38,7 @@ class SubscriptionRecord:
     paid: bool  # its latest invoice had money paid
     duplicate_refunded_at: datetime | None  # canceled and refunded as a duplicate, then
     updated_at: datetime
+    item_id: str | None  # its (first) subscription item, whose price a plan change swaps
 
     @classmethod
     def from_row(cls, row: Any) -> SubscriptionRecord:
@@ -59,6 +60,7 @@ class StripeState:
     created_at: datetime
     metadata_user_id: str | None
     paid: bool
+    item_id: str | None
 
 
 async def for_users(pg: Pg, user_ids: Sequence[str]) -> dict[str, list[SubscriptionRecord]]:
@@ -107,8 +109,8 @@ async def write_state(pg: Pg, user_id: str, stripe_customer_id: str, state: Stri
         """
         INSERT INTO subscriptions AS s (user_id, stripe_customer_id, stripe_subscription_id,
             plan_id, status, price_id, cancel_at_period_end, cancel_at, current_period_end,
-            trial_end, created_at, metadata_user_id, paid)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            trial_end, created_at, metadata_user_id, paid, item_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         ON CONFLICT (stripe_subscription_id) DO UPDATE SET
             user_id = EXCLUDED.user_id,
             stripe_customer_id = EXCLUDED.stripe_customer_id,
@@ -122,14 +124,16 @@ async def write_state(pg: Pg, user_id: str, stripe_customer_id: str, state: Stri
             created_at = EXCLUDED.created_at,
             metadata_user_id = EXCLUDED.metadata_user_id,
             paid = EXCLUDED.paid,
+            item_id = EXCLUDED.item_id,
             updated_at = now()
         WHERE (s.user_id, s.stripe_customer_id, s.plan_id, s.status, s.price_id,
                s.cancel_at_period_end, s.cancel_at, s.current_period_end, s.trial_end,
-               s.created_at, s.metadata_user_id, s.paid)
+               s.created_at, s.metadata_user_id, s.paid, s.item_id)
           IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.stripe_customer_id, EXCLUDED.plan_id,
                EXCLUDED.status, EXCLUDED.price_id, EXCLUDED.cancel_at_period_end,
                EXCLUDED.cancel_at, EXCLUDED.current_period_end, EXCLUDED.trial_end,
-               EXCLUDED.created_at, EXCLUDED.metadata_user_id, EXCLUDED.paid)
+               EXCLUDED.created_at, EXCLUDED.metadata_user_id, EXCLUDED.paid,
+               EXCLUDED.item_id)
         RETURNING true
         """,
         user_id,
@@ -145,6 +149,7 @@ async def write_state(pg: Pg, user_id: str, stripe_customer_id: str, state: Stri
         state.created_at,
         state.metadata_user_id,
         state.paid,
+        state.item_id,
     )
     return changed is True
 

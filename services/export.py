@@ -15,6 +15,7 @@ from typing import Any
 from db import export as db_export
 from db.connection import Pool
 from db.customers import CustomerRecord
+from db.invoices import InvoiceRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from db.users import UserRecord
@@ -32,6 +33,7 @@ class AccountExport:
     customer: CustomerRecord | None
     subscription_rows: list[SubscriptionRecord]  # every row: Stripe subscriptions, free row
     usage_records: list[UsageRecordRow]  # newest first, at most MAX_USAGE_RECORDS
+    invoices: list[InvoiceRecord]  # newest first, every one
     exported_at: datetime
     version: str = EXPORT_VERSION
 
@@ -62,6 +64,7 @@ async def our_data(
         customer=snapshot.customer,
         subscription_rows=snapshot.subscriptions,
         usage_records=snapshot.usage_records,
+        invoices=snapshot.invoices,
         exported_at=snapshot.taken_at,
     )
 

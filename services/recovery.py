@@ -1,9 +1,9 @@
-"""After missed webhooks: re-read every linked customer and its subscriptions from Stripe.
+"""After missed webhooks: re-read every linked customer and what it holds from Stripe.
 
-Each customer is re-read as a `customer.updated` and a subscription event would have it:
-Stripe's copy of the customer is mirrored, its name and phone reach the profile unless the
-user has an edit of their own not yet pushed, and every subscription is stored. No
-connection is held while Stripe is asked.
+Each customer is re-read as its events would have it: Stripe's copy of the customer is
+mirrored, its name and phone reach the profile unless the user has an edit of their own not
+yet pushed, and every subscription, every invoice (all pages: a backfill) and its active
+entitlements are stored. No connection is held while Stripe is asked.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from db import customers as db_customers
 from db.connection import Pool
 from db.locks import user_transaction
-from services import customers, subscriptions, webhooks
+from services import customers, entitlements, invoices, subscriptions, webhooks
 from services.plans import PlanCatalog
 from services.stripe_gateway import CustomerGone, StripeGateway
 
@@ -25,10 +25,18 @@ class Resynced:
     customer_changed: bool = False
     subscription_changed: bool = False
     customer_gone: bool = False
+    invoices_changed: bool = False
+    entitlements_changed: bool = False
 
     @property
     def changed(self) -> bool:
-        return self.customer_changed or self.subscription_changed or self.customer_gone
+        return (
+            self.customer_changed
+            or self.subscription_changed
+            or self.customer_gone
+            or self.invoices_changed
+            or self.entitlements_changed
+        )
 
 
 async def resync_all(pool: Pool, stripe: StripeGateway, plans: PlanCatalog) -> list[Resynced]:
@@ -61,4 +69,13 @@ async def _resync_one(
         and (before.email, before.name, before.phone) != (after.email, after.name, after.phone)
     )
     subscription_changed = await subscriptions.refresh(pool, stripe, plans, user_id, customer_id)
-    return Resynced(user_id, customer_id, customer_changed, subscription_changed)
+    invoices_changed = await invoices.refresh(pool, stripe, user_id, customer_id, every_page=True)
+    entitlements_changed = await entitlements.refresh(pool, stripe, user_id, customer_id)
+    return Resynced(
+        user_id,
+        customer_id,
+        customer_changed,
+        subscription_changed,
+        invoices_changed=invoices_changed,
+        entitlements_changed=entitlements_changed,
+    )

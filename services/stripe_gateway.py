@@ -127,6 +127,31 @@ class StripeSubscription:
 
 
 @dataclass(frozen=True, slots=True)
+class StripeInvoice:
+    id: str
+    customer_id: str
+    subscription_id: str | None  # from `parent.subscription_details` on this API version
+    number: str | None
+    status: str  # draft, open, paid, uncollectible or void
+    currency: str
+    amount_due: int  # the currency's smallest unit
+    amount_paid: int  # the currency's smallest unit
+    created: int  # Unix seconds
+    period_start: int | None  # Unix seconds
+    period_end: int | None  # Unix seconds
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePreview:
+    """What the next invoice would charge (`POST /v1/invoices/create_preview`)."""
+
+    amount_due: int  # the currency's smallest unit
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class CheckoutSession:
     id: str
     url: str | None
@@ -180,6 +205,27 @@ def subscription_from_dict(data: Mapping[str, Any]) -> StripeSubscription:
         metadata=dict(data.get("metadata") or {}),
         latest_invoice_id=_id_of(latest),
         latest_invoice_paid=paid if isinstance(paid, int) else 0,
+    )
+
+
+def invoice_from_dict(data: Mapping[str, Any]) -> StripeInvoice:
+    parent = data.get("parent") or {}
+    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+    subscription = details.get("subscription") if isinstance(details, Mapping) else None
+    return StripeInvoice(
+        id=data["id"],
+        customer_id=_id_of(data.get("customer")) or "",
+        subscription_id=_id_of(subscription),
+        number=data.get("number"),
+        status=data.get("status") or "draft",
+        currency=data.get("currency") or "",
+        amount_due=int(data.get("amount_due") or 0),
+        amount_paid=int(data.get("amount_paid") or 0),
+        created=int(data.get("created") or 0),
+        period_start=data.get("period_start"),
+        period_end=data.get("period_end"),
+        hosted_invoice_url=data.get("hosted_invoice_url"),
+        invoice_pdf=data.get("invoice_pdf"),
     )
 
 
@@ -513,6 +559,22 @@ class StripeGateway:
         )
         return [subscription_from_dict(s.to_dict()) for s in found]
 
+    async def update_subscription(
+        self, subscription_id: str, params: Mapping[str, Any], *, idempotency_key: str
+    ) -> StripeSubscription:
+        """Change a subscription (cancellation, its item's price); a declined card on the
+        proration invoice is `PAYMENT_PROVIDER_ERROR` with a message saying so."""
+        client = self.require()
+        updated = await self._call(
+            "subscriptions.update",
+            lambda: client.v1.subscriptions.update_async(
+                subscription_id,
+                dict(params),  # type: ignore[arg-type]
+                {"idempotency_key": idempotency_key},
+            ),
+        )
+        return subscription_from_dict(updated.to_dict())
+
     async def cancel_subscription(
         self, subscription_id: str, *, idempotency_key: str | None = None
     ) -> None:
@@ -533,6 +595,72 @@ class StripeGateway:
             if isinstance(cause, stripe.InvalidRequestError) and "canceled" in str(cause):
                 return  # already canceled
             raise
+
+    # --- invoices and entitlements ------------------------------------------------------
+
+    async def list_invoices(self, customer_id: str, *, every_page: bool) -> list[StripeInvoice]:
+        """The customer's invoices, newest first: the newest 100, or every one."""
+        client = self.require()
+        params = {"customer": customer_id}
+        if every_page:
+            found = await self._list_all("invoices.list", client.v1.invoices.list_async, params)
+        else:
+            page = await self._call(
+                "invoices.list",
+                lambda: client.v1.invoices.list_async({**params, "limit": 100}),  # type: ignore[arg-type]
+            )
+            found = list(page.data)
+        return [invoice_from_dict(i.to_dict()) for i in found]
+
+    async def retrieve_invoice(self, invoice_id: str) -> StripeInvoice | None:
+        """The invoice, or None when Stripe has none by that ID (a draft deleted since)."""
+        client = self.require()
+        try:
+            found = await self._call(
+                "invoices.retrieve", lambda: client.v1.invoices.retrieve_async(invoice_id)
+            )
+        except PaymentProviderError as exc:
+            if self._gone(exc, "invoice"):
+                return None
+            raise
+        return invoice_from_dict(found.to_dict())
+
+    async def preview_price_change(
+        self,
+        *,
+        customer_id: str,
+        subscription_id: str,
+        item_id: str,
+        price_id: str,
+        proration_date: int,
+    ) -> InvoicePreview:
+        """What swapping the item to `price_id` at `proration_date` (Unix seconds) would
+        invoice now, with the prorations (`proration_behavior=always_invoice`)."""
+        client = self.require()
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "subscription": subscription_id,
+            "subscription_details": {
+                "items": [{"id": item_id, "price": price_id}],
+                "proration_behavior": "always_invoice",
+                "proration_date": proration_date,
+            },
+        }
+        preview = await self._call(
+            "invoices.create_preview",
+            lambda: client.v1.invoices.create_preview_async(params),  # type: ignore[arg-type]
+        )
+        return InvoicePreview(amount_due=int(preview.amount_due), currency=preview.currency)
+
+    async def active_entitlements(self, customer_id: str) -> list[str]:
+        """The lookup keys of the customer's active Stripe Entitlements."""
+        client = self.require()
+        found = await self._list_all(
+            "entitlements.active_entitlements.list",
+            client.v1.entitlements.active_entitlements.list_async,
+            {"customer": customer_id},
+        )
+        return sorted({str(e.lookup_key) for e in found})
 
     # --- payments -----------------------------------------------------------------------
 

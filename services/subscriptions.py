@@ -92,6 +92,7 @@ def state_of(subscription: StripeSubscription, plans: PlanCatalog) -> StripeStat
         created_at=datetime.fromtimestamp(subscription.created, UTC),
         metadata_user_id=subscription.metadata.get("userId") or None,
         paid=subscription.latest_invoice_paid > 0,
+        item_id=subscription.item_id,
     )
 
 

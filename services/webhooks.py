@@ -39,7 +39,7 @@ from db import users as db_users
 from db.connection import Pg, Pool
 from db.events import EventRecord
 from db.locks import user_transaction
-from services import customers, subscriptions
+from services import customers, entitlements, invoices, notifications, subscriptions
 from services.errors import BadUserInput, PaymentProviderError
 from services.plans import PlanCatalog
 from services.stripe_gateway import (
@@ -47,6 +47,7 @@ from services.stripe_gateway import (
     InvalidWebhook,
     StripeCustomer,
     StripeGateway,
+    StripeInvoice,
     StripeSubscription,
     verify_webhook,
 )
@@ -54,6 +55,7 @@ from services.validation import normalize_phone, split_full_name
 
 log = logging.getLogger(__name__)
 
+# Each kind of event is answered by re-reading one thing from Stripe (`_apply`).
 CHECKOUT_EVENTS = frozenset({"checkout.session.completed", "checkout.session.expired"})
 SUBSCRIPTION_EVENTS = CHECKOUT_EVENTS | frozenset(
     {
@@ -62,12 +64,25 @@ SUBSCRIPTION_EVENTS = CHECKOUT_EVENTS | frozenset(
         "customer.subscription.deleted",
         "customer.subscription.paused",
         "customer.subscription.resumed",
+        "customer.subscription.trial_will_end",
+        "invoice.paid",  # a paid renewal makes a past-due subscription active again
+        "invoice.payment_failed",
+    }
+)
+INVOICE_EVENTS = frozenset(
+    {
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.updated",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
         "invoice.paid",
         "invoice.payment_failed",
     }
 )
 CUSTOMER_EVENTS = frozenset({"customer.updated", "customer.deleted"})
-HANDLED = SUBSCRIPTION_EVENTS | CUSTOMER_EVENTS
+ENTITLEMENT_EVENTS = frozenset({"entitlements.active_entitlement_summary.updated"})
+HANDLED = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | CUSTOMER_EVENTS | ENTITLEMENT_EVENTS
 # Failures that retrying is the answer to (Stripe unreachable): logged without a traceback.
 EXPECTED_FAILURES: tuple[type[Exception], ...] = (PaymentProviderError,)
 
@@ -218,12 +233,19 @@ async def _apply(
     started_at = await subscriptions.read_clock(pool)
     customer: StripeCustomer | None = None
     found: list[StripeSubscription] | None = None
+    found_invoices: list[StripeInvoice] | None = None
+    found_entitlements: list[str] | None = None
     gone = "customer.deleted" in types  # final: Stripe never brings a customer back
     try:
         if not gone and types & CUSTOMER_EVENTS:
             customer = await stripe.retrieve_customer(customer_id)
         if not gone and types & SUBSCRIPTION_EVENTS:
             found = await stripe.list_subscriptions(customer_id)
+        if not gone and types & INVOICE_EVENTS:
+            named = {_id(p.obj) for p in batch if p.record.type in INVOICE_EVENTS} - {""}
+            found_invoices = await invoices.read(stripe, customer_id, sorted(named))
+        if not gone and types & ENTITLEMENT_EVENTS:
+            found_entitlements = await stripe.active_entitlements(customer_id)
     except CustomerGone:
         gone = True
     async with user_transaction(pool, user_id) as pg:
@@ -233,9 +255,7 @@ async def _apply(
         for parsed in batch:
             if parsed.record.type in CHECKOUT_EVENTS:
                 status = "complete" if parsed.record.type.endswith("completed") else "expired"
-                session_id = parsed.obj.get("id")
-                if isinstance(session_id, str):
-                    await db_checkout.finish(pg, session_id, status)
+                await db_checkout.finish(pg, _id(parsed.obj), status)
         if customer is not None:
             changed_at = max(
                 (p.record.created_at or p.record.received_at)
@@ -245,6 +265,19 @@ async def _apply(
             await _mirror_customer(pg, user_id, customer, started_at, changed_at)
         if found is not None:
             await subscriptions.apply(pg, plans, user_id, customer_id, found, started_at)
+        if found_invoices is not None:
+            await invoices.apply(pg, user_id, customer_id, found_invoices, started_at)
+        if found_entitlements is not None:
+            await entitlements.apply(pg, customer_id, found_entitlements, started_at)
+        for parsed in batch:
+            await notifications.for_event(
+                pg, plans, user_id, parsed.record.id, parsed.record.type, _id(parsed.obj)
+            )
+
+
+def _id(obj: Mapping[str, Any]) -> str:
+    value = obj.get("id")
+    return value if isinstance(value, str) else ""
 
 
 async def _mirror_customer(

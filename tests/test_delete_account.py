@@ -109,6 +109,13 @@ async def make_account(
         user_id,
         subscription["active"],
     )
+    await pg.execute(  # its first invoice
+        "INSERT INTO invoices (id, user_id, stripe_customer_id, status, currency, amount_due, "
+        "amount_paid, created_at) VALUES ($1, $2, $3, 'paid', 'usd', 1500, 1500, now())",
+        f"in_of_{user_id}",
+        user_id,
+        customer["id"],
+    )
     await pg.execute(  # the paid checkout that started it
         "INSERT INTO checkout_sessions (id, user_id, stripe_customer_id, plan_id, price_id, "
         "status, expires_at) VALUES ($1, $2, $3, 'PRO', $4, 'complete', now())",

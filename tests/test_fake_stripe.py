@@ -1580,3 +1580,17 @@ async def test_auto_paging_iter_walks_150_subscriptions(
     )
     assert [s.id for s in oldest.data] == list(reversed(created[1:101]))
     assert oldest.has_more is True
+
+
+async def test_a_lost_response_is_replayed_for_a_retry_with_the_same_key(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    """Stripe acted, the answer never arrived: the SDK's retry gets the stored answer."""
+    fake_stripe.lose_next_responses(1, path="/v1/customers", method="POST")
+    customer = await stripe_client.v1.customers.create_async(
+        {"email": "lost@example.com"}, {"idempotency_key": "key-lost-1"}
+    )
+    first, retry = fake_stripe.requests_to("POST", "/v1/customers")
+    assert (first.idempotency_key, retry.idempotency_key) == ("key-lost-1", "key-lost-1")
+    assert (first.replayed, retry.replayed) == (False, True)
+    assert list(fake_stripe.customers) == [customer.id]

@@ -634,6 +634,7 @@ class FakeStripe:
             self._random.seed(value)
 
     def _reset_state(self) -> None:
+        self._losses: list[_Fault] = []
         self._seq_counter = 0
         self._seq: dict[str, int] = {}
         self._customers: dict[str, JSONDict] = {}
@@ -693,6 +694,26 @@ class FakeStripe:
         """
         with self._lock:
             self._faults.append(_Fault(n, status, code, path, method))
+
+    def lose_next_responses(
+        self, n: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
+        """Execute the next ``n`` matching API requests, then lose their responses: the
+        connection closes before the body is sent, as when a network fails after Stripe
+        acted. The request is recorded and its result kept for its idempotency key, so a
+        retry with the same key is answered with the stored result (``Idempotent-Replayed``)
+        and does not act twice."""
+        with self._lock:
+            self._losses.append(_Fault(n, 0, None, path, method))
+
+    def _take_loss(self, method: str, path: str) -> bool:
+        with self._lock:
+            for loss in self._losses:
+                if loss.remaining > 0 and loss.matches(method, path):
+                    loss.remaining -= 1
+                    self._losses = [f for f in self._losses if f.remaining > 0]
+                    return True
+        return False
 
     def _snapshot(self, objects: dict[str, JSONDict]) -> dict[str, JSONDict]:
         with self._lock:
@@ -1007,6 +1028,14 @@ class FakeStripe:
             await asyncio.sleep(self.latency)
         if self.down:
             await self._answer_down(scope, receive, send)
+            return
+        if self._take_loss(scope["method"], scope["path"]):
+
+            async def lose_the_body(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await send(message)  # the body never follows: the connection closes
+
+            await self.app(scope, receive, lose_the_body)
             return
         await self.app(scope, receive, send)
 
