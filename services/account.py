@@ -15,13 +15,14 @@ from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from services.errors import BadUserInput
 
-MAX_NOTIFICATIONS_PAGE = 100
-MAX_USAGE_PAGE = 1000
+# `first` on any list the API serves: 1 to MAX_PAGE (the contract's limit; the query cost
+# counts a list whose `first` is a variable at this size).
+MAX_PAGE = 100
 
 
-def _page_size(first: int, maximum: int) -> int:
-    if not 1 <= first <= maximum:
-        raise BadUserInput(f"first must be between 1 and {maximum}", field="first")
+def _page_size(first: int) -> int:
+    if not 1 <= first <= MAX_PAGE:
+        raise BadUserInput(f"first must be between 1 and {MAX_PAGE}", field="first")
     return first
 
 
@@ -38,8 +39,8 @@ async def subscriptions(
 
 
 async def notifications(conn: Connection, user_id: str, first: int) -> list[NotificationRecord]:
-    return await db_notifications.newest(conn, user_id, _page_size(first, MAX_NOTIFICATIONS_PAGE))
+    return await db_notifications.newest(conn, user_id, _page_size(first))
 
 
 async def usage_records(conn: Connection, user_id: str, first: int) -> list[UsageRecordRow]:
-    return await db_usage.newest(conn, user_id, _page_size(first, MAX_USAGE_PAGE))
+    return await db_usage.newest(conn, user_id, _page_size(first))
