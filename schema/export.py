@@ -8,16 +8,20 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.context import Context
+from app.cost import STRIPE_BACKED, fixed_size
 from resolvers import export
 from schema.types import Subscription, UsageRecord
 from schema.user import User
+from services.export import MAX_USAGE_RECORDS
 
 
 @strawberry.type(description="Everything we hold about the caller, for download (GDPR)")
 class Export:
     user_profile: User
     subscription: Subscription | None
-    usage_records: list[UsageRecord] = strawberry.field(description="Newest first, at most 1000")
+    usage_records: list[UsageRecord] = strawberry.field(
+        description="Newest first, at most 1000", metadata=fixed_size(MAX_USAGE_RECORDS)
+    )
     export_timestamp: datetime = strawberry.field(
         description="The instant our rows were read at, in one consistent snapshot"
     )
@@ -26,7 +30,8 @@ class Export:
 
     @strawberry.field(
         description="The customer as Stripe holds it now, null without one; "
-        "errors alone when Stripe cannot be asked"
+        "errors alone when Stripe cannot be asked",
+        metadata=STRIPE_BACKED,
     )
     async def stripe_customer(self, info: strawberry.Info[Context, None]) -> JSON | None:
         return await export.stripe_customer(info, self.stripe_customer_id)
