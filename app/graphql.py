@@ -8,13 +8,16 @@ executes. The rules are those of the Strawberry view it replaces: JSON over POST
 only over GET, no batching, no multipart, no websockets.
 
 Before anything is parsed: a body over the limit is refused by `LimitBody` (413), a query
-string over it here (414), and a query document over `MAX_QUERY_CHARS` here (400).
+string over it here (414), a query document over `MAX_QUERY_CHARS` here (400), and so are
+JSON nested deeper than `MAX_JSON_DEPTH` and strings with lone surrogates (which no UTF-8
+response, log line or database could carry).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
@@ -39,7 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_STRING_BYTES = 64 * 1024  # a GET's query string: as much as a POST's body
 MAX_QUERY_CHARS = 16 * 1024  # the query document's text
+MAX_JSON_DEPTH = 32  # objects and arrays within each other in `variables`
 ANSWERS_MAX_BYTES = 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Refused(Exception):
@@ -219,6 +224,11 @@ def _read(method: str, content: bytes) -> _Request:
         raise _Refused(400, "The operation's `variables` must be an object or null")
     if not isinstance(operation_name, str | None):
         raise _Refused(400, "The operation's `operationName` must be a string or null")
+    _check_text(query)
+    if operation_name is not None:
+        _check_text(operation_name)
+    if variables:
+        _check_values(variables)
     return _Request(method, query, variables, operation_name)
 
 
@@ -227,8 +237,32 @@ def _json(content: str | bytes | None, problem: str) -> Any:
         return None
     try:
         return json.loads(content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise _Refused(400, problem) from exc
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii() and _SURROGATE.search(text):
+        raise _Refused(400, "Strings must be valid Unicode: a lone surrogate was sent")
+
+
+def _check_values(variables: dict[str, Any]) -> None:
+    """Nesting within `MAX_JSON_DEPTH` and no lone surrogates, keys included; iterative,
+    so the check itself never recurses."""
+    stack: list[tuple[Any, int]] = [(variables, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise _Refused(400, f"`variables` are nested over {MAX_JSON_DEPTH} levels deep")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(key)
+                stack.extend((item, depth + 1) for item in value.values())
+            else:
+                stack.extend((item, depth + 1) for item in value)
 
 
 def _answer_key(
