@@ -24,7 +24,7 @@ call count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ _Typed = tuple[FieldNode, GraphQLObjectType | GraphQLInterfaceType | None]
 def _collect(
     fragments: Mapping[str, FragmentDefinitionNode],
     parent: GraphQLObjectType | GraphQLInterfaceType | None,
-    selection_sets: Iterable[SelectionSetNode],
+    selection_sets: Sequence[SelectionSetNode],
     directives: list[bool],
     schema: GraphQLSchema | None = None,
 ) -> list[_Typed]:
@@ -160,10 +160,9 @@ def _collect(
     seen: set[str] = set()
     stack: list[tuple[Any, GraphQLObjectType | GraphQLInterfaceType | None]] = [
         (selection, parent)
-        for selection_set in selection_sets
+        for selection_set in reversed(selection_sets)
         for selection in reversed(selection_set.selections)
-    ]
-    stack.reverse()
+    ]  # popped in the document's order
     while stack:
         selection, on = stack.pop()
         if isinstance(selection, FieldNode):
@@ -205,7 +204,7 @@ class _Walk:
 
     def selections(
         self,
-        parent: GraphQLObjectType | GraphQLInterfaceType,
+        parent: GraphQLObjectType | GraphQLInterfaceType | None,
         selection_sets: list[SelectionSetNode],
         introspection: bool,
     ) -> Cost:
@@ -242,10 +241,9 @@ class _Walk:
         selection_sets = [n.selection_set for n, _ in nodes if n.selection_set is not None]
         if not selection_sets or not is_composite_type(named):
             return Cost(weight * size, int(stripe) * size)
-        assert isinstance(named, GraphQLObjectType | GraphQLInterfaceType), (
-            "the schema has no unions"
-        )
-        inner = self.selections(named, selection_sets, introspection)
+        # A union's fields come only through fragments, which name their own types.
+        parent = named if isinstance(named, GraphQLObjectType | GraphQLInterfaceType) else None
+        inner = self.selections(parent, selection_sets, introspection)
         return Cost(weight + size * inner.points, int(stripe) + size * inner.stripe_calls)
 
 
