@@ -20,7 +20,7 @@ import httpx
 import jwt
 
 from services.errors import Unauthenticated
-from services.users import Identity
+from services.identity import Identity
 
 log = logging.getLogger(__name__)
 

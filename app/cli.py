@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import logging as log_setup
 from app.settings import ConfigError, Settings
-from db.connection import Database, connect
+from db.connection import Database, Pool
 from services.plans import PlanCatalog
 
 if TYPE_CHECKING:
@@ -36,10 +36,13 @@ def _database_url(settings: Settings) -> str:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.serving import leave_out_unused_modules
+    from app.serving import leave_out_unused_modules, prepare_serving
+    from app.slow_clients import HTTP_PROTOCOL
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
+    # Here, so that worker processes inherit the raised limit; each worker does it again.
+    prepare_serving(settings)
     url = _database_url(settings)
     # In a child process, so the server never loads Alembic and SQLAlchemy's engine.
     subprocess.run(
@@ -77,6 +80,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=workers,
         host=settings.host,
         port=settings.port,
+        # uvicorn's httptools protocol, plus the timeout that drops slow clients; see the
+        # README ("Slow clients") for why no limit_concurrency and the default backlog.
+        http=HTTP_PROTOCOL,
         log_level="info",
         log_config=None,  # ours (app.logging), set above
         access_log=False,  # app.middleware writes one line per request, with its ID
@@ -157,16 +163,20 @@ def portal_config(settings: Settings, args: argparse.Namespace) -> int:
 @asynccontextmanager
 async def _runtime(
     settings: Settings,
-) -> AsyncIterator[tuple[Database, StripeGateway, PlanCatalog]]:
+) -> AsyncIterator[tuple[Pool, StripeGateway, PlanCatalog]]:
     """The database, Stripe and plans, as the server would have them, for one command."""
     from app.main import stripe_gateway
 
-    database = Database(_database_url(settings), min_size=1, max_size=2)
-    await database.connect()
+    pool = Pool(
+        Database(_database_url(settings), min_size=1, max_size=2),
+        acquire_timeout=30.0,
+        max_size=2,
+    )
+    await pool.connect()
     gateway = stripe_gateway(settings)
     try:
         yield (
-            database,
+            pool,
             gateway,
             PlanCatalog.load(
                 pro_price_id=settings.stripe_price_pro, plans_file=settings.plans_file
@@ -174,7 +184,7 @@ async def _runtime(
         )
     finally:
         await gateway.aclose()
-        await database.disconnect()
+        await pool.disconnect()
 
 
 def events(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,15 +193,14 @@ def events(settings: Settings, args: argparse.Namespace) -> int:
     from db import events as db_events
 
     async def run() -> int:
-        async with (
-            _runtime(settings) as (database, gateway, plans),
-            connect(database, 30.0) as conn,
-        ):
+        async with _runtime(settings) as (pool, gateway, plans):
             if args.replay or args.replay_failed:
-                requeued = await db_events.requeue(conn, args.replay or None)
-                handled = await Worker(database, gateway, plans).drain()
+                async with pool.connection() as pg:
+                    requeued = await db_events.requeue(pg, args.replay or None)
+                handled = await Worker(pool, gateway, plans).drain()
                 print(f"Requeued {requeued} event(s); processed {handled} item(s).")
-            found = await db_events.listing(conn, args.status, args.limit)
+            async with pool.connection() as pg:
+                found = await db_events.listing(pg, args.status, args.limit)
         for event in found:
             print(
                 f"{event.id}  {event.type:32} {event.status:9} attempts={event.attempts:<3}"
@@ -211,11 +220,8 @@ def resync(settings: Settings, args: argparse.Namespace) -> int:
     from services.recovery import resync_all
 
     async def run() -> int:
-        async with (
-            _runtime(settings) as (database, gateway, plans),
-            connect(database, 30.0) as conn,
-        ):
-            results = await resync_all(conn, gateway, plans)
+        async with _runtime(settings) as (pool, gateway, plans):
+            results = await resync_all(pool, gateway, plans)
         for result in results:
             if result.changed:
                 what = (

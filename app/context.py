@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,24 +12,22 @@ from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 
 from app.logging import user_id_var
-from db.connection import Connection, Database, PoolExhausted, acquire, release
-from services import account
-from services.errors import ServiceBusy
-from services.users import Identity, current_user, known_user
+from db.connection import PoolExhausted
+from services import identity, listings, subscriptions
+from services.errors import busy
 
 if TYPE_CHECKING:
     from app.auth import Authenticator
     from app.settings import Settings
     from app.worker import Worker
+    from db.connection import Pool
     from db.customers import CustomerRecord
     from db.subscriptions import SubscriptionRecord
     from db.users import UserRecord
     from services.metrics import Metrics
     from services.plans import PlanCatalog
+    from services.single_flight import SingleFlight
     from services.stripe_gateway import StripeGateway
-
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +35,11 @@ class Runtime:
     """Process-wide dependencies, created in the lifespan and handed to every request."""
 
     settings: Settings
-    database: Database
+    pool: Pool
     plans: PlanCatalog
     authenticator: Authenticator
     stripe: StripeGateway
+    single_flight: SingleFlight
     worker: Worker
     metrics: Metrics
     # Exports being built in this process (GraphQL and download alike): each holds its
@@ -52,89 +50,72 @@ class Runtime:
 class Loaders:
     """Fresh per request, so batching never leaks one user's rows into another's request."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, pool: Pool) -> None:
         async def customers(user_ids: list[str]) -> list[CustomerRecord | None]:
-            return await account.customers(await context.connection(), user_ids)
+            return await listings.customers(pool, user_ids)
 
-        async def subscriptions(user_ids: list[str]) -> list[SubscriptionRecord | None]:
-            return await account.subscriptions(await context.connection(), user_ids)
+        async def subscriptions_of(user_ids: list[str]) -> list[list[SubscriptionRecord]]:
+            return await subscriptions.of_users(pool, user_ids)
 
         self.customer: DataLoader[str, CustomerRecord | None] = DataLoader(customers)
-        self.subscription: DataLoader[str, SubscriptionRecord | None] = DataLoader(subscriptions)
+        self.subscriptions: DataLoader[str, list[SubscriptionRecord]] = DataLoader(subscriptions_of)
 
 
 class Context:
-    """One GraphQL request: its dependencies, its one pool connection, its caller."""
+    """One GraphQL request: its dependencies and its caller, resolved before execution.
 
-    def __init__(self, runtime: Runtime, request: Request) -> None:
+    `user` is the caller's row; reading it raises what resolving the caller raised
+    (`UNAUTHENTICATED` for a missing or bad token, `RATE_LIMITED`, busy, or an unexpected
+    failure, masked at the edge), so a public field of the same operation still answers.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        request: Request,
+        *,
+        caller: UserRecord | None = None,
+        refusal: Exception | None = None,
+    ) -> None:
         self.runtime = runtime
         self.request = request
+        self._caller = caller
+        self._refusal = refusal
         self._loaders: Loaders | None = None
-        self._connection: Connection | None = None
-        self._user: UserRecord | None = None
-        self._lock = asyncio.Lock()
-        self._user_lock = asyncio.Lock()
 
     @property
     def loaders(self) -> Loaders:
-        """Made on first use: most requests (`me`, `plans`, webhooks) never batch anything."""
+        """Made on first use: most requests (`me`, `plans`) never batch anything."""
         if self._loaders is None:
-            self._loaders = Loaders(self)
+            self._loaders = Loaders(self.runtime.pool)
         return self._loaders
 
     @property
     def settings(self) -> Settings:
         return self.runtime.settings
 
-    async def connection(self) -> Connection:
-        """The request's pool connection, taken on first use (`plans` and `me` take none)."""
-        if self._connection is None:
-            async with self._lock:
-                if self._connection is None:
-                    try:
-                        self._connection = await acquire(
-                            self.runtime.database, self.settings.db_acquire_timeout_seconds
-                        )
-                    except PoolExhausted as exc:
-                        raise busy_error() from exc
-        return self._connection
+    @property
+    def user(self) -> UserRecord:
+        if self._caller is None:
+            raise self._refusal or busy()
+        return self._caller
 
-    async def user(self) -> UserRecord:
-        """The caller, provisioned on first sight; raises `Unauthenticated` for a bad token."""
-        if self._user is None:
-            async with self._user_lock:
-                if self._user is None:
-                    identity = await self.runtime.authenticator.identify(
-                        self.request.headers.get("authorization")
-                    )
-                    user = None
-                    # Under the connection lock: a request never holds two pool connections.
-                    async with self._lock:
-                        if self._connection is None:
-                            user = await self._known_user(identity)
-                    if user is None:
-                        user = await current_user(await self.connection(), identity)
-                    self._user = user
-                    user_id_var.set(self._user.id)
-        return self._user
+    def close(self) -> None:
+        """Drop what the request made (its loaders refer back to nothing, but their caches
+        hold rows)."""
+        self._loaders = None
 
-    async def _known_user(self, identity: Identity) -> UserRecord | None:
-        within = self.settings.db_acquire_timeout_seconds
-        try:
-            return await known_user(self.runtime.database, identity, within)
-        except PoolExhausted as exc:
-            raise busy_error() from exc
 
-    async def close(self) -> None:
-        """Give the connection back; a failure to do so must not fail the finished request
-        (asyncpg terminates and replaces a connection it cannot reset)."""
-        self._loaders = None  # their loaders refer back to this context: no cycle to collect
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            try:
-                await release(connection)
-            except Exception:
-                log.warning("could not release a database connection cleanly", exc_info=True)
+async def resolve_caller(runtime: Runtime, authorization: str | None) -> UserRecord:
+    """The bearer's user row, this request counted against their request limit.
+    Raises `Unauthenticated`, `RateLimited`, or `ServiceBusy` when no connection is free."""
+    who = await runtime.authenticator.identify(authorization)
+    try:
+        user = await identity.caller(runtime.pool, who, runtime.settings.rate_limits.requests)
+    except PoolExhausted as exc:
+        raise busy() from exc
+    user_id_var.set(user.id)
+    return user
 
 
 @asynccontextmanager
@@ -145,14 +126,8 @@ async def export_slot(runtime: Runtime) -> AsyncIterator[None]:
         async with asyncio.timeout(runtime.settings.db_acquire_timeout_seconds):
             await runtime.export_slots.acquire()
     except TimeoutError as exc:
-        raise busy_error() from exc
+        raise busy() from exc
     try:
         yield
     finally:
         runtime.export_slots.release()
-
-
-def busy_error() -> ServiceBusy:
-    return ServiceBusy(
-        "The service is busy right now; please try again in a moment.", retryable=True
-    )

@@ -49,7 +49,7 @@ from graphql import (
 from graphql.type.definition import GraphQLInterfaceType
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
-from services.account import MAX_PAGE
+from services.listings import MAX_PAGE
 
 MAX_COST = 5000
 # A Stripe round trip (100-500 ms, and a share of Stripe's 25-100 requests a second) weighs
@@ -69,8 +69,14 @@ STRIPE_BACKED: Mapping[str, Any] = {_STRIPE: True}
 
 
 def fixed_size(rows: int) -> Mapping[str, Any]:
-    """The metadata of a list that always holds at most `rows` items."""
+    """The metadata of a list the cost counts at `rows` items: one that never holds more
+    (`Export.usageRecords`), or one that holds a handful by nature (`SUBSCRIPTIONS`)."""
     return {_SIZE: rows}
+
+
+# A customer holds a handful of subscriptions (one checkout at a time; a duplicate paid
+# subscription is canceled at once), so their lists count 10, not a full page of 100.
+SUBSCRIPTIONS = fixed_size(10)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 access = logging.getLogger("app.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _VARY_ORIGIN = (b"vary", b"Origin")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it, in the access log and metrics
 
 
 class Edge:
@@ -99,6 +101,10 @@ class Edge:
                 await self._cors(scope, receive, send_with_id)
             else:
                 await self._dispatch(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away, or was dropped as too slow (app.slow_clients), before its
+            # request had arrived: there is no one to answer and nothing went wrong here.
+            status = status or CLIENT_CLOSED_REQUEST
         except Exception:
             if status:
                 raise  # the response is on its way; the server closes the connection

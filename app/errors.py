@@ -8,6 +8,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 
+from db.connection import PoolExhausted
 from services import errors
 
 log = logging.getLogger("app.errors")
@@ -60,6 +61,8 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     internals never leave the process."""
     original = error.original_error
     formatted: dict[str, Any] = dict(error.formatted)
+    if isinstance(original, PoolExhausted):
+        original = errors.busy()
     if isinstance(original, errors.DomainError):
         return {**formatted, **domain_entry(original)}
     if isinstance(original, GraphQLError) and original.nodes:

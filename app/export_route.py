@@ -12,15 +12,15 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.context import Runtime, busy_error, export_slot
+from app.context import Runtime, export_slot, resolve_caller
 from app.errors import domain_entry, masked_entry
-from app.logging import user_id_var
-from db.connection import PoolExhausted, connect
+from db.connection import PoolExhausted
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
@@ -32,8 +32,8 @@ from services.errors import (
     ServiceBusy,
     StripeNotConfigured,
     Unauthenticated,
+    busy,
 )
-from services.users import current_user
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,15 @@ def _subscription(record: SubscriptionRecord | None) -> dict[str, Any] | None:
         "stripeSubscriptionId": record.stripe_subscription_id,
         "priceId": record.price_id,
         "cancelAtPeriodEnd": record.cancel_at_period_end,
-        "currentPeriodEnd": None
-        if record.current_period_end is None
-        else record.current_period_end.isoformat(),
+        "cancelAt": _time(record.cancel_at),
+        "currentPeriodEnd": _time(record.current_period_end),
+        "trialEnd": _time(record.trial_end),
         "updatedAt": record.updated_at.isoformat(),
     }
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _usage(record: UsageRecordRow) -> dict[str, Any]:
@@ -103,6 +107,7 @@ def document(
         "userProfile": _user(data.user, data.customer),
         "subscription": _subscription(data.subscription),
         "usageRecords": [_usage(r) for r in data.usage_records],
+        "subscriptions": [_subscription(r) for r in data.subscriptions],
         "stripeCustomer": None if stripe_customer is None else dict(stripe_customer),
         "exportTimestamp": data.exported_at.isoformat(),
         "exportVersion": data.version,
@@ -148,8 +153,8 @@ async def account_export(request: Request) -> Response:
             {"errors": [domain_entry(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
         )
     except (ServiceBusy, PoolExhausted) as exc:
-        busy = exc if isinstance(exc, ServiceBusy) else busy_error()
-        return JSONResponse({"errors": [domain_entry(busy)]}, 503, headers={"Retry-After": "1"})
+        refusal = exc if isinstance(exc, ServiceBusy) else busy()
+        return JSONResponse({"errors": [domain_entry(refusal)]}, 503, headers={"Retry-After": "1"})
     except Exception:
         request_id = request.state.request_id
         log.exception("account export failed", extra={"request_id": request_id})
@@ -157,17 +162,19 @@ async def account_export(request: Request) -> Response:
 
 
 async def _download(runtime: Runtime, authorization: str | None) -> Response:
-    identity = await runtime.authenticator.identify(authorization)
-    # The connection is given back before Stripe is asked.
-    async with connect(runtime.database, runtime.settings.db_acquire_timeout_seconds) as conn:
-        user = await current_user(conn, identity)
-        user_id_var.set(user.id)  # log lines of the download carry it, as GraphQL's do
-        data = await export.our_data(conn, user, rate_limit=runtime.settings.rate_limits.export)
+    user = await resolve_caller(runtime, authorization)
+    data = await export.our_data(runtime.pool, user, rate_limit=runtime.settings.rate_limits.export)
     customer_id = None if data.customer is None else data.customer.stripe_customer_id
     errors: list[dict[str, Any]] = []
     try:
-        stripe_customer = await export.stripe_customer(runtime.stripe, customer_id)
-    except (PaymentProviderError, StripeNotConfigured) as exc:
+        stripe_customer = await export.stripe_customer(
+            runtime.pool,
+            runtime.stripe,
+            user,
+            customer_id,
+            rate_limit=runtime.settings.rate_limits.stripe,
+        )
+    except (PaymentProviderError, StripeNotConfigured, RateLimited) as exc:
         stripe_customer = None
         errors.append(domain_entry(exc, ["stripeCustomer"]))
     return Response(

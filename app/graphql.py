@@ -30,7 +30,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from app.caches import ByteBoundedLRU
-from app.context import Context, export_slot
+from app.context import Context, Runtime, export_slot, resolve_caller
 from app.documents import Documents, Operation, Prepared
 from app.errors import BAD_USER_INPUT, VALIDATION_FAILED, domain_entry, format_error, request_entry
 from app.execution import FlatListExecutor
@@ -139,7 +139,7 @@ class GraphQLEndpoint:
         operation: Operation,
         sent: _Request,
     ) -> bytes:
-        context = Context(state["runtime"], request)
+        context = await self._context(state["runtime"], request, operation)
         if operation.heavy:
             try:
                 async with export_slot(state["runtime"]):  # the answer's JSON counts too
@@ -149,6 +149,16 @@ class GraphQLEndpoint:
                 return _encode(state, None, [domain_entry(busy)])
         data, errors = await self._execute(context, document, sent)
         return _encode(state, data, errors)
+
+    async def _context(self, runtime: Runtime, request: Request, operation: Operation) -> Context:
+        """The request's context, its caller resolved first unless every root field is public."""
+        if operation.public:
+            return Context(runtime, request)
+        try:
+            caller = await resolve_caller(runtime, request.headers.get("authorization"))
+        except Exception as refusal:  # raised again by each field that reads the caller
+            return Context(runtime, request, refusal=refusal)
+        return Context(runtime, request, caller=caller)
 
     async def _execute(
         self, context: Context, document: DocumentNode, sent: _Request
@@ -172,7 +182,7 @@ class GraphQLEndpoint:
                 result = await result
             assert isinstance(result, ExecutionResult), "this executor never streams"
         finally:
-            await context.close()
+            context.close()
         errors = [format_error(error, request_id) for error in result.errors or ()]
         return result.data, errors
 

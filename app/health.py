@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from db import health
-from db.connection import connect
 from db.migrate import head_revision
 
 log = logging.getLogger(__name__)
@@ -22,13 +21,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """Ready only when the database answers and its schema is what this code expects."""
-    database = request.state.runtime.database
+    pool = request.state.runtime.pool
     try:
         async with (
             asyncio.timeout(READY_TIMEOUT_SECONDS),
-            connect(database, READY_TIMEOUT_SECONDS) as conn,
+            pool.connection(READY_TIMEOUT_SECONDS) as pg,
         ):
-            version = await health.migration_version(conn)
+            version = await health.migration_version(pg)
     except Exception as exc:
         log.warning("readiness check failed: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, 503)

@@ -28,10 +28,12 @@ from app.settings import ConfigError, Settings
 from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
 from app.worker import Worker, WorkerSettings
-from db.connection import Database
+from db.connection import Database, Pool
 from schema.root import MAX_TOKENS, build_schema, validation_rules
 from services.metrics import Metrics
 from services.plans import PlanCatalog, PlansFileError
+from services.single_flight import SingleFlight
+from services.stripe_budget import PgStripeBudget
 from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,16 @@ def create_app(settings: Settings | None = None) -> Edge:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
-        database = Database(
-            database_url, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        pool = Pool(
+            Database(
+                database_url,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+            ),
+            acquire_timeout=settings.db_acquire_timeout_seconds,
+            max_size=settings.db_pool_max_size,
         )
-        await database.connect()
+        await pool.connect()
         # Only JWKS fetching needs an HTTP client of ours (and its TLS context, 2 to 3 MB).
         http = jwks = None
         if settings.auth_jwks_url:
@@ -75,17 +83,20 @@ def create_app(settings: Settings | None = None) -> Edge:
                 http,
                 min_refresh_interval=settings.auth_jwks_cooldown_seconds,
             )
-        stripe = stripe_gateway(settings, metrics)
+        stripe = stripe_gateway(settings, metrics, pool)
         worker = Worker(
-            database,
+            pool,
             stripe,
             plans,
-            WorkerSettings(poll_interval=settings.worker_poll_seconds),
+            WorkerSettings(
+                poll_interval=settings.worker_poll_seconds,
+                concurrency=settings.worker_concurrency,
+            ),
             metrics=metrics,
         )
         runtime = Runtime(
             settings=settings,
-            database=database,
+            pool=pool,
             plans=plans,
             authenticator=Authenticator(
                 hs_secret=hs_secret,
@@ -94,6 +105,11 @@ def create_app(settings: Settings | None = None) -> Edge:
                 audience=settings.auth_audience,
             ),
             stripe=stripe,
+            single_flight=SingleFlight(
+                pool,
+                lease_seconds=4 * stripe.deadline,
+                wait_seconds=stripe.deadline,
+            ),
             worker=worker,
             metrics=metrics,
             export_slots=asyncio.Semaphore(settings.export_concurrency),
@@ -115,7 +131,7 @@ def create_app(settings: Settings | None = None) -> Edge:
             await runtime.stripe.aclose()
             if http is not None:
                 await http.aclose()
-            await database.disconnect()
+            await pool.disconnect()
 
     graphql = GraphQLEndpoint(
         build_schema()._schema,
@@ -156,14 +172,20 @@ def create_app(settings: Settings | None = None) -> Edge:
     return edge
 
 
-def stripe_gateway(settings: Settings, metrics: Metrics | None = None) -> StripeGateway:
+def stripe_gateway(
+    settings: Settings, metrics: Metrics | None = None, pool: Pool | None = None
+) -> StripeGateway:
+    """The gateway; with a pool, its calls keep to the budget every process shares."""
     key = settings.stripe_secret_key
+    deadline = settings.stripe_timeout_seconds * (settings.stripe_max_network_retries + 1)
+    rate = settings.stripe_max_requests_per_second
     return StripeGateway(
         key.get_secret_value() if key else None,
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
         max_network_retries=settings.stripe_max_network_retries,
         metrics=metrics,
+        budget=PgStripeBudget(pool, rate=rate, max_wait=deadline) if pool and rate else None,
     )
 
 

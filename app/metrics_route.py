@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from db import health
-from db.connection import PoolExhausted, connect, pool_stats
+from db.connection import PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 async def metrics_endpoint(request: Request) -> Response:
     runtime = request.state.runtime
     metrics = runtime.metrics
-    for state, count in pool_stats(runtime.database).items():
+    for state, count in runtime.pool.stats().items():
         metrics.pool.labels(state).set(count)
     try:
-        async with connect(runtime.database, 1.0) as conn:
-            depths = await health.queue_depths(conn)
+        async with runtime.pool.connection(1.0) as pg:
+            depths = await health.queue_depths(pg)
     except (PoolExhausted, OSError) as exc:
         log.warning("metrics: queue depths unavailable (%s)", type(exc).__name__)
     else:

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import NonNegativeInt, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.rate_limits import RateLimits
@@ -36,6 +43,8 @@ class Settings(BaseSettings):
     stripe_portal_configuration_id: str | None = None
     stripe_timeout_seconds: float = 8.0
     stripe_max_network_retries: int = 2
+    # Stripe calls a second across every process (0: no budget). See services/stripe_budget.
+    stripe_max_requests_per_second: NonNegativeFloat = 20.0
     app_url: str = "http://localhost:3000"
     cors_origins: str | None = None
     auth_jwt_secret: SecretStr | None = None
@@ -51,12 +60,17 @@ class Settings(BaseSettings):
     web_concurrency: int = 1
     forwarded_allow_ips: str = "127.0.0.1"
     graceful_shutdown_seconds: int = 20
+    # Each request, headers and body, must arrive within this long of the connection opening
+    # or the previous response ending; else 408 and the connection is closed. app.slow_clients
+    request_read_timeout_seconds: PositiveFloat = 30.0
     run_worker: bool = True
     worker_poll_seconds: float = 1.0
+    worker_concurrency: PositiveInt = 4
     data_dir: Path = Path(".data")
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     # Per user; 0 turns a limit off. See `services.rate_limits` and the README.
+    rate_limit_requests_per_minute: NonNegativeInt = 600
     rate_limit_stripe_per_minute: NonNegativeInt = 20
     rate_limit_export_per_hour: NonNegativeInt = 10
     rate_limit_delete_per_hour: NonNegativeInt = 5
@@ -109,6 +123,7 @@ class Settings(BaseSettings):
     @property
     def rate_limits(self) -> RateLimits:
         return RateLimits.configured(
+            requests_per_minute=self.rate_limit_requests_per_minute,
             stripe_per_minute=self.rate_limit_stripe_per_minute,
             export_per_hour=self.rate_limit_export_per_hour,
             delete_per_hour=self.rate_limit_delete_per_hour,

@@ -11,7 +11,6 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from db.connection import connect
 from services import webhooks
 from services.stripe_gateway import InvalidWebhook
 
@@ -33,12 +32,12 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         runtime.metrics.webhook_events.labels("unknown", "invalid").inc()
         return JSONResponse({"error": f"invalid webhook: {exc}"}, 400)
     try:
-        async with connect(runtime.database, runtime.settings.db_acquire_timeout_seconds) as conn:
-            new = await webhooks.record(conn, event)
+        new = await webhooks.record(runtime.pool, event)
     except Exception:
         log.exception("could not record Stripe event %s", event.id)
         return JSONResponse({"error": "could not record the event; retry later"}, 503)
-    runtime.metrics.webhook_events.labels(event.type, "received" if new else "duplicate").inc()
+    label = event.type if event.type in webhooks.HANDLED else "other"
+    runtime.metrics.webhook_events.labels(label, "received" if new else "duplicate").inc()
     if new:
         runtime.worker.wake()
     return JSONResponse({"received": True, "duplicate": not new})

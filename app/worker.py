@@ -1,11 +1,13 @@
-"""The background worker the lifespan starts: Stripe events, then profile pushes.
+"""The background worker the lifespan starts: Stripe events, then jobs.
 
 Work lives in PostgreSQL (`stripe_events`, `sync_jobs`) and is claimed with a lease taken by
 `SELECT … FOR UPDATE SKIP LOCKED`, so any number of server processes can run a worker and
 each item is handled by one at a time; a worker that dies mid-item loses its lease and
-another picks the item up. Each item is processed in its own transaction, which this
-worker (the edge for background work) owns. Failures are recorded with the attempt count
-and last error and retried with capped exponential backoff.
+another picks the item up. Events are claimed a customer at a time (every due event of
+one customer, answered by one re-read from Stripe). The claim is a short statement of its
+own: no connection is held while a service asks Stripe, and services own their short
+transactions. Failures are recorded with the attempt count and last error and retried with
+capped exponential backoff.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 from db import events as db_events
 from db import jobs as db_jobs
-from db.connection import Connection, Database, connect
-from services import profile, rate_limits, webhooks
+from db.connection import Pool
+from services import duplicates, profile, rate_limits, webhooks
 from services.metrics import Metrics
 from services.plans import PlanCatalog
 from services.stripe_gateway import StripeGateway
@@ -37,6 +39,8 @@ class WorkerSettings:
     max_event_attempts: int = 15
     acquire_seconds: float = 30.0
     rate_limit_purge_interval: float = 600.0
+    events_per_claim: int = 100  # of one customer, answered by one Stripe re-read
+    concurrency: int = 4  # items handled at once (each mostly waits on Stripe)
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -48,7 +52,7 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 class Worker:
     def __init__(
         self,
-        database: Database,
+        pool: Pool,
         stripe: StripeGateway,
         plans: PlanCatalog,
         settings: WorkerSettings | None = None,
@@ -56,34 +60,40 @@ class Worker:
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics
-        self._database = database
+        self._pool = pool
         self._stripe = stripe
         self._plans = plans
         self._settings = settings or WorkerSettings()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="billing-worker")
+        self._tasks = [
+            asyncio.create_task(self._run(lane), name=f"billing-worker-{lane}")
+            for lane in range(max(1, self._settings.concurrency))
+        ]
 
     async def stop(self) -> None:
-        """Finish the item in hand, then stop; an abandoned lease simply expires."""
+        """Finish the items in hand, then stop; an abandoned lease simply expires."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except TimeoutError:
-                self._task.cancel()
+        if not self._tasks:
+            return
+        await asyncio.wait([asyncio.shield(t) for t in self._tasks], timeout=10)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
                 with suppress(asyncio.CancelledError):
-                    await self._task
+                    await task
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _run(self) -> None:
-        next_purge = time.monotonic()
+    async def _run(self, lane: int) -> None:
+        """One of the worker's lanes: claims and handles items until stopped; lane 0 also
+        keeps house."""
+        next_purge = time.monotonic() if lane == 0 else float("inf")
         failing = False
         while not self._stopping:
             if time.monotonic() >= next_purge:
@@ -93,7 +103,7 @@ class Worker:
                 except Exception:
                     log.exception("rate-limit purge failed")
             try:
-                busy = await self.run_once()
+                busy = await self.run_once() > 0
                 failing = False
             except Exception as exc:
                 # One traceback per outage; while it lasts, a line per poll is enough.
@@ -110,60 +120,85 @@ class Worker:
     async def purge_rate_limits(self) -> int:
         """Housekeeping: rows of rate limits that no longer limit anyone, also of deleted
         accounts. Harmless in any number of processes at once."""
-        async with connect(self._database, self._settings.acquire_seconds) as conn:
-            return await rate_limits.purge_stale(conn)
+        return await rate_limits.purge_stale(self._pool)
 
-    async def run_once(self) -> bool:
-        """Handle one due event or, if none, one due job; False when nothing was due."""
-        async with connect(self._database, self._settings.acquire_seconds) as conn:
-            event = await db_events.claim_due(conn, self._settings.lease_seconds)
-            if event is not None:
-                await self._process_event(conn, event)
-                return True
-            job = await db_jobs.claim_due(conn, self._settings.lease_seconds)
-            if job is not None:
-                await self._run_job(conn, job)
-                return True
-        return False
+    async def run_once(self) -> int:
+        """Handle one customer's due events or, if none, one due job; returns how many items
+        (events or the job) it handled, 0 when nothing was due."""
+        within = self._settings.acquire_seconds
+        async with self._pool.connection(within) as pg:
+            events = await db_events.claim_due(
+                pg, self._settings.lease_seconds, self._settings.events_per_claim
+            )
+        if events:
+            await self._process_events(events)
+            return len(events)
+        async with self._pool.connection(within) as pg:
+            job = await db_jobs.claim_due(pg, self._settings.lease_seconds)
+        if job is not None:
+            await self._run_job(job)
+            return 1
+        return 0
 
     async def drain(self) -> int:
-        """Everything due now, one after another (tests and the CLI); returns how many."""
+        """Everything due now, one after another (tests and the CLI); returns how many items
+        (events and jobs) it handled."""
         handled = 0
-        while await self.run_once():
-            handled += 1
+        while done := await self.run_once():
+            handled += done
         return handled
 
-    async def _process_event(self, conn: Connection, event: db_events.EventRecord) -> None:
+    async def _process_events(self, events: list[db_events.EventRecord]) -> None:
+        within = self._settings.acquire_seconds
         try:
-            async with conn.transaction():
-                outcome = await webhooks.process(conn, self._stripe, self._plans, event)
-                await db_events.finish(conn, event.id, outcome)
-            self._count_event(event.type, outcome)
+            outcomes = await webhooks.process(self._pool, self._stripe, self._plans, events)
+            async with self._pool.transaction() as pg:
+                for event in events:
+                    outcome = outcomes[event.id]
+                    await db_events.finish(pg, event.id, outcome.status, outcome.reason)
+            for event in events:
+                self._count_event(event.type, outcomes[event.id].status)
         except Exception as exc:
-            give_up = event.attempts >= self._settings.max_event_attempts
-            delay = backoff(event.attempts, self._settings.backoff_base, self._settings.backoff_cap)
-            level = logging.WARNING if isinstance(exc, webhooks.NotYetLinkable) else logging.ERROR
-            log.log(
-                level,
-                "event %s (%s) attempt %d failed: %s%s",
-                event.id,
-                event.type,
-                event.attempts,
-                _describe(exc),
-                "; giving up, replay it with `python -m app events --replay`" if give_up else "",
-                exc_info=level == logging.ERROR,
-            )
-            # On a fresh connection: the failure may have been this connection dying, and the
-            # item must not sit out its whole lease before anyone retries it.
-            async with connect(self._database, self._settings.acquire_seconds) as fresh:
-                await db_events.retry_later(fresh, event.id, _describe(exc), delay, give_up=give_up)
-            self._count_event(event.type, "failed" if give_up else "retry")
+            quiet = isinstance(exc, webhooks.EXPECTED_FAILURES)
+            # On a connection of its own: the failure may have been a connection dying, and
+            # the events must not sit out their whole lease before anyone retries them.
+            async with self._pool.connection(within) as pg:
+                for event in events:
+                    give_up = event.attempts >= self._settings.max_event_attempts
+                    log.log(
+                        logging.WARNING if quiet else logging.ERROR,
+                        "event %s (%s) attempt %d failed: %s%s",
+                        event.id,
+                        event.type,
+                        event.attempts,
+                        _describe(exc),
+                        "; giving up, replay it with `python -m app events --replay`"
+                        if give_up
+                        else "",
+                        exc_info=not quiet and event is events[0],
+                    )
+                    delay = backoff(
+                        event.attempts, self._settings.backoff_base, self._settings.backoff_cap
+                    )
+                    await db_events.retry_later(
+                        pg, event.id, _describe(exc), delay, give_up=give_up
+                    )
+                    self._count_event(event.type, "failed" if give_up else "retry")
 
-    async def _run_job(self, conn: Connection, job: db_jobs.JobRecord) -> None:
+    async def _run_job(self, job: db_jobs.JobRecord) -> None:
+        within = self._settings.acquire_seconds
         try:
-            async with conn.transaction():
-                await profile.push_to_stripe(conn, self._stripe, job)
-            await db_jobs.complete(conn, job)
+            pushed_email = None
+            if job.kind == db_jobs.PROFILE_SYNC:
+                pushed_email = await profile.push_to_stripe(self._pool, self._stripe, job)
+            elif job.kind == db_jobs.DUPLICATE_SUBSCRIPTION:
+                await duplicates.end_duplicate(
+                    self._pool, self._stripe, self._plans, job, self._metrics
+                )
+            else:
+                log.error("job %s of unknown kind %r dropped", job.id, job.kind)
+            async with self._pool.connection(within) as pg:
+                await db_jobs.complete(pg, job, pushed_email=pushed_email)
         except Exception as exc:
             # Never given up: the user's edit must reach Stripe once Stripe is back.
             delay = backoff(job.attempts, self._settings.backoff_base, self._settings.backoff_cap)
@@ -174,14 +209,15 @@ class Worker:
                 job.attempts,
                 _describe(exc),
             )
-            async with connect(self._database, self._settings.acquire_seconds) as fresh:
-                await db_jobs.retry_later(fresh, job, _describe(exc), delay)
+            async with self._pool.connection(within) as pg:
+                await db_jobs.retry_later(pg, job, _describe(exc), delay)
             if self._metrics is not None:
                 self._metrics.job_failures.labels(job.kind).inc()
 
     def _count_event(self, event_type: str, outcome: str) -> None:
         if self._metrics is not None:
-            self._metrics.webhook_events.labels(event_type, outcome).inc()
+            label = event_type if event_type in webhooks.HANDLED else "other"
+            self._metrics.webhook_events.labels(label, outcome).inc()
 
 
 def _describe(exc: BaseException) -> str:

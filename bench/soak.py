@@ -41,7 +41,6 @@ import httpx
 from bench.common import ServerProcess, token
 from db import embedded, migrate
 from services.stripe_gateway import subscription_from_dict
-from services.subscription_sync import current_subscription
 from tests.fakes.stripe import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_soak"
@@ -485,7 +484,9 @@ class Soak:
             rows = {r["id"]: r for r in await db.fetch("SELECT * FROM stripe_events")}
             users = {r["id"]: r for r in await db.fetch("SELECT * FROM users")}
             links = dict(await db.fetch("SELECT user_id, stripe_customer_id FROM customers"))
-            subs = {r["user_id"]: r for r in await db.fetch("SELECT * FROM subscriptions")}
+            subs_by_user: dict[str, list[asyncpg.Record]] = {}
+            for r in await db.fetch("SELECT * FROM subscriptions"):
+                subs_by_user.setdefault(r["user_id"], []).append(r)
             notified = Counter(
                 r["user_id"]
                 for r in await db.fetch(
@@ -531,36 +532,34 @@ class Soak:
                         f"{customer.get('name')!r} {customer.get('phone')!r}, we hold {want}"
                     )
 
-        # Subscriptions: ours match Stripe's current one.
+        # Subscriptions: every one of the customer's is ours as Stripe holds it.
         subscriptions = self.fake.subscriptions
         for user in self.users:
-            sub = subs.get(user)
             customer_id = links.get(user)
+            ours_of_user = subs_by_user.get(user, [])
             if customer_id is None:
-                if sub is not None and sub["plan_id"] != "free" and sub["status"] in LIVE:
-                    findings.append(f"STALE: {user} has no customer but a live {sub['plan_id']}")
+                for sub in ours_of_user:
+                    if sub["plan_id"] != "free" and sub["status"] in LIVE:
+                        findings.append(
+                            f"STALE: {user} has no customer but a live {sub['plan_id']}"
+                        )
                 continue
-            theirs = current_subscription(
-                [
+            ours = {
+                sub["stripe_subscription_id"]: (sub["status"], sub["cancel_at_period_end"])
+                for sub in ours_of_user
+                if sub["stripe_subscription_id"] is not None
+                and sub["stripe_customer_id"] == customer_id
+            }
+            theirs = {
+                found.id: (found.status, found.cancel_at_period_end)
+                for found in (
                     subscription_from_dict(s)
                     for s in subscriptions.values()
                     if s["customer"] == customer_id
-                ]
-            )
-            ours = (
-                (sub["stripe_subscription_id"], sub["status"], sub["cancel_at_period_end"])
-                if sub is not None
-                else None
-            )
-            theirs_state = (
-                (theirs.id, theirs.status, theirs.cancel_at_period_end)
-                if theirs is not None
-                else (None, "active", False)
-            )
-            if ours != theirs_state:
-                findings.append(
-                    f"MISMATCH: {user}'s subscription is {ours}, Stripe's {theirs_state}"
                 )
+            }
+            if ours != theirs:
+                findings.append(f"MISMATCH: {user}'s subscriptions are {ours}, Stripe's {theirs}")
 
         # One notification per deleted customer, never two.
         deletions = Counter(self.deleted_customers.values())

@@ -1,108 +1,98 @@
-"""The per-request connection type, and the escape hatch to asyncpg for hot paths."""
+"""Connections: the pool is `databases`'; every statement is asyncpg's own.
+
+`Pool.connection()` lends one pooled connection for one unit of work and takes it back at
+the end, so no request, job or event holds a connection while it waits on anything else
+(Stripe above all). `Pool.transaction()` adds BEGIN/COMMIT; `db.locks.user_transaction`
+adds the user's lock on top.
+
+One SQL dialect: asyncpg's (`$1` parameters), on the connection `databases` lends
+(`Database.connection()`, then `Connection.raw_connection`: `databases`' public API only).
+Transactions are asyncpg's too: `databases`' own `Transaction` raises its connection's use
+count on BEGIN and lowers it only after a successful COMMIT, so a COMMIT that fails on a
+lost connection would keep that connection out of the pool for good.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Literal, TypeAlias
 
 from databases import Database
-from databases.core import Connection
 
-__all__ = [
-    "Connection",
-    "Database",
-    "PoolExhausted",
-    "acquire",
-    "as_dict",
-    "connect",
-    "pool_stats",
-    "pooled",
-    "raw",
-    "release",
-]
+__all__ = ["Database", "Pg", "Pool", "PoolExhausted", "as_dict"]
+
+# An asyncpg connection (a pool proxy); asyncpg ships no type hints.
+Pg: TypeAlias = Any
+
+Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 
 class PoolExhausted(Exception):
     """No pool connection became free in time."""
 
 
-async def acquire(database: Database, within: float) -> Connection:
-    """A pool connection within `within` seconds, so a saturated pool fails fast, not hangs.
+class Pool:
+    """The process's connections: `databases`' pool with a bound on how long to wait.
 
-    Always a fresh `Connection`, never `databases`' task-bound one: a long-lived task (the
-    worker) would otherwise keep reusing one whose use count a failed COMMIT left raised,
-    with a dead connection inside. Give it back with `release`.
+    `acquire_timeout` (seconds) is how long a caller waits for a free connection before
+    `PoolExhausted`: a saturated pool answers fast instead of queueing without end.
     """
-    connection = Connection(database, database._backend)
-    async with _at_most(within):
-        await connection.__aenter__()
-    return connection
 
+    def __init__(self, database: Database, *, acquire_timeout: float, max_size: int) -> None:
+        self.database = database
+        self.acquire_timeout = acquire_timeout
+        self.max_size = max_size
+        self.in_use = 0  # lent by this object now, for the metrics
 
-@asynccontextmanager
-async def _at_most(within: float) -> AsyncIterator[None]:
-    """Waiting for the pool: `PoolExhausted` after `within` seconds. (Around the wait only:
-    asyncpg's own acquire timeout would start a task per acquisition.)"""
-    try:
-        async with asyncio.timeout(within):
-            yield
-    except TimeoutError as exc:
-        raise PoolExhausted(f"no database connection free within {within:g} s") from exc
+    async def connect(self) -> None:
+        await self.database.connect()
 
+    async def disconnect(self) -> None:
+        await self.database.disconnect()
 
-async def release(connection: Connection) -> None:
-    """Back to the pool, even when a COMMIT or ROLLBACK that failed on a lost connection
-    left `databases`' use count raised (the pool then replaces the dead connection)."""
-    while connection._connection_counter > 0:
-        await connection.__aexit__(None, None, None)
+    @asynccontextmanager
+    async def connection(self, within: float | None = None) -> AsyncIterator[Pg]:
+        """A pooled asyncpg connection for one unit of work; `PoolExhausted` after `within`
+        seconds (default: the pool's `acquire_timeout`) without one.
 
+        `databases` lends one connection per asyncio task, so nested uses in one task share
+        it; concurrent tasks (graphql-core resolves fields in tasks of their own) each get
+        their own, and never interleave statements on one connection.
+        """
+        lent = self.database.connection()
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self.acquire_timeout if within is None else within):
+                    await stack.enter_async_context(lent)
+            except TimeoutError as exc:
+                wait = self.acquire_timeout if within is None else within
+                raise PoolExhausted(f"no database connection free within {wait:g} s") from exc
+            self.in_use += 1
+            try:
+                yield lent.raw_connection
+            finally:
+                self.in_use -= 1
 
-@asynccontextmanager
-async def connect(database: Database, within: float) -> AsyncIterator[Connection]:
-    connection = await acquire(database, within)
-    try:
-        yield connection
-    finally:
-        await release(connection)
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: Isolation | None = None, readonly: bool = False
+    ) -> AsyncIterator[Pg]:
+        """A connection inside one transaction: committed when the block ends normally,
+        rolled back when it raises."""
+        async with (
+            self.connection() as pg,
+            pg.transaction(isolation=isolation, readonly=readonly),
+        ):
+            yield pg
 
-
-@asynccontextmanager
-async def pooled(database: Database, within: float) -> AsyncIterator[Any]:
-    """An asyncpg connection straight from the pool under `databases`, for the one-query read
-    every authenticated request starts with: no `databases` connection, task lookup or query
-    lock to pay for. Nothing that needs a transaction belongs here."""
-    pool = database._backend._pool
-    async with _at_most(within):
-        pg = await pool.acquire()
-    try:
-        yield pg
-    finally:
-        await pool.release(pg)
-
-
-def pool_stats(database: Database) -> dict[str, int]:
-    """Sizes of the asyncpg pool under `databases` (for metrics)."""
-    pool = getattr(database._backend, "_pool", None)
-    if pool is None:
-        return {}
-    size, idle = pool.get_size(), pool.get_idle_size()
-    return {"in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
-
-
-@asynccontextmanager
-async def raw(conn: Connection) -> AsyncIterator[Any]:
-    """The asyncpg connection under `databases`, for queries where its SQL compilation costs.
-
-    It takes the lock `databases` takes for its own queries, so resolvers running
-    concurrently on one request's connection never interleave on the wire.
-    """
-    async with conn._query_lock:
-        yield conn.raw_connection
+    def stats(self) -> dict[str, int]:
+        """Connections lent now and the most there can be, for the metrics."""
+        return {"in_use": self.in_use, "max": self.max_size}
 
 
 def as_dict(record: Any) -> dict[str, Any]:
-    """A row from either `databases` or asyncpg as a plain dict."""
-    mapping: Mapping[str, Any] = getattr(record, "_mapping", record)
+    """An asyncpg record as a plain dict."""
+    mapping: Mapping[str, Any] = record
     return dict(mapping.items())

@@ -1,15 +1,22 @@
-"""The link between a user and their Stripe customer, with the customer's mirrored fields."""
+"""The link between a user and their Stripe customer, with the customer's mirrored fields.
+
+A link is `tagged` once Stripe's `metadata.userId` names the user: a customer found in
+Stripe is claimed here first (`claim`, untagged), then tagged in Stripe, then marked tagged,
+so two users can never both take one customer. The `*_read_at` columns are read fences:
+the database clock at the start of the newest Stripe read that was applied (see
+`services.subscriptions`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from db.connection import Connection, as_dict
+from db.connection import Pg
 
-_COLUMNS = "user_id, stripe_customer_id, email, name, phone, created_at, updated_at"
+COLUMNS = "user_id, stripe_customer_id, email, name, phone, created_at, updated_at, tagged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,45 +28,39 @@ class CustomerRecord:
     phone: str | None
     created_at: datetime
     updated_at: datetime
+    tagged: bool = True
 
     @classmethod
     def from_row(cls, row: Any) -> CustomerRecord:
-        return cls(**as_dict(row))
+        return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
-async def for_users(conn: Connection, user_ids: Sequence[str]) -> dict[str, CustomerRecord]:
-    rows = await conn.fetch_all(
-        f"SELECT {_COLUMNS} FROM customers WHERE user_id = ANY(:ids)",  # noqa: S608
-        {"ids": list(user_ids)},
+async def for_users(pg: Pg, user_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+    rows = await pg.fetch(
+        f"SELECT {COLUMNS} FROM customers WHERE user_id = ANY($1::text[])",  # noqa: S608
+        list(user_ids),
     )
     return {row["user_id"]: CustomerRecord.from_row(row) for row in rows}
 
 
-async def get(conn: Connection, user_id: str) -> CustomerRecord | None:
-    row = await conn.fetch_one(
-        f"SELECT {_COLUMNS} FROM customers WHERE user_id = :user_id",  # noqa: S608
-        {"user_id": user_id},
+async def get(pg: Pg, user_id: str) -> CustomerRecord | None:
+    row = await pg.fetchrow(
+        f"SELECT {COLUMNS} FROM customers WHERE user_id = $1",  # noqa: S608
+        user_id,
     )
     return None if row is None else CustomerRecord.from_row(row)
 
 
-async def owner_of(conn: Connection, stripe_customer_id: str) -> str | None:
-    owner: str | None = await conn.fetch_val(
-        "SELECT user_id FROM customers WHERE stripe_customer_id = :id", {"id": stripe_customer_id}
+async def by_stripe_id(pg: Pg, stripe_customer_id: str) -> CustomerRecord | None:
+    row = await pg.fetchrow(
+        f"SELECT {COLUMNS} FROM customers WHERE stripe_customer_id = $1",  # noqa: S608
+        stripe_customer_id,
     )
-    return owner
-
-
-async def lock_for_user(conn: Connection, user_id: str) -> None:
-    """Serialise customer creation per user until the surrounding transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('customer:' || :user_id, 0))",
-        {"user_id": user_id},
-    )
+    return None if row is None else CustomerRecord.from_row(row)
 
 
 async def link(
-    conn: Connection,
+    pg: Pg,
     *,
     user_id: str,
     stripe_customer_id: str,
@@ -67,45 +68,59 @@ async def link(
     name: str | None,
     phone: str | None,
     created_at: datetime,
-) -> CustomerRecord:
-    row = await conn.fetch_one(
+    tagged: bool = True,
+) -> CustomerRecord | None:
+    """Link the user to the customer; None when the user already has a customer or the
+    customer already belongs to someone (the caller reads which)."""
+    row = await pg.fetchrow(
         f"""
-        INSERT INTO customers (user_id, stripe_customer_id, email, name, phone, created_at)
-        VALUES (:user_id, :stripe_customer_id, :email, :name, :phone, :created_at)
-        RETURNING {_COLUMNS}
+        INSERT INTO customers (user_id, stripe_customer_id, email, name, phone, created_at,
+            tagged)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT DO NOTHING
+        RETURNING {COLUMNS}
         """,  # noqa: S608
-        {
-            "user_id": user_id,
-            "stripe_customer_id": stripe_customer_id,
-            "email": email,
-            "name": name,
-            "phone": phone,
-            "created_at": created_at,
-        },
+        user_id,
+        stripe_customer_id,
+        email,
+        name,
+        phone,
+        created_at,
+        tagged,
     )
-    assert row is not None
-    return CustomerRecord.from_row(row)
+    return None if row is None else CustomerRecord.from_row(row)
 
 
-async def unlink(conn: Connection, user_id: str, stripe_customer_id: str) -> bool:
-    """Remove the link only if it still points at that customer."""
-    removed = await conn.fetch_val(
+async def mark_tagged(pg: Pg, user_id: str, stripe_customer_id: str) -> bool:
+    done = await pg.fetchval(
         """
-        DELETE FROM customers WHERE user_id = :user_id AND stripe_customer_id = :id
-        RETURNING 1
+        UPDATE customers SET tagged = true, updated_at = now()
+        WHERE user_id = $1 AND stripe_customer_id = $2
+        RETURNING true
         """,
-        {"user_id": user_id, "id": stripe_customer_id},
+        user_id,
+        stripe_customer_id,
+    )
+    return done is True
+
+
+async def unlink(pg: Pg, user_id: str, stripe_customer_id: str) -> bool:
+    """Remove the link only if it still points at that customer."""
+    removed = await pg.fetchval(
+        "DELETE FROM customers WHERE user_id = $1 AND stripe_customer_id = $2 RETURNING 1",
+        user_id,
+        stripe_customer_id,
     )
     return removed is not None
 
 
-async def all_links(conn: Connection) -> list[CustomerRecord]:
-    rows = await conn.fetch_all(f"SELECT {_COLUMNS} FROM customers ORDER BY user_id")  # noqa: S608
+async def all_links(pg: Pg) -> list[CustomerRecord]:
+    rows = await pg.fetch(f"SELECT {COLUMNS} FROM customers ORDER BY user_id")  # noqa: S608
     return [CustomerRecord.from_row(row) for row in rows]
 
 
 async def mirror(
-    conn: Connection,
+    pg: Pg,
     stripe_customer_id: str,
     *,
     email: str | None,
@@ -113,13 +128,42 @@ async def mirror(
     phone: str | None,
 ) -> bool:
     """Copy what Stripe holds; True when something changed."""
-    changed = await conn.fetch_val(
+    changed = await pg.fetchval(
         """
-        UPDATE customers SET email = :email, name = :name, phone = :phone, updated_at = now()
-        WHERE stripe_customer_id = :id
-          AND (email, name, phone) IS DISTINCT FROM (:email, :name, :phone)
+        UPDATE customers SET email = $2, name = $3, phone = $4, updated_at = now()
+        WHERE stripe_customer_id = $1
+          AND (email, name, phone) IS DISTINCT FROM ($2, $3, $4)
         RETURNING true
         """,
-        {"id": stripe_customer_id, "email": email, "name": name, "phone": phone},
+        stripe_customer_id,
+        email,
+        name,
+        phone,
     )
     return changed is True
+
+
+Read = Literal["subscriptions", "customer"]
+
+
+async def advance_fence(pg: Pg, stripe_customer_id: str, read: Read, started_at: datetime) -> bool:
+    """Record that a Stripe read of `read` started at `started_at` (the database's clock) is
+    being applied; False when a read that started later was applied already (then this one
+    is older and must not be written) or the customer is no longer linked."""
+    column = {"subscriptions": "subscriptions_read_at", "customer": "customer_read_at"}[read]
+    advanced = await pg.fetchval(
+        f"""
+        UPDATE customers SET {column} = $2
+        WHERE stripe_customer_id = $1 AND ({column} IS NULL OR {column} < $2)
+        RETURNING true
+        """,  # noqa: S608
+        stripe_customer_id,
+        started_at,
+    )
+    return advanced is True
+
+
+async def now(pg: Pg) -> datetime:
+    """The database's clock: where every read fence's time comes from."""
+    value: datetime = await pg.fetchval("SELECT clock_timestamp()")
+    return value

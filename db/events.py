@@ -1,17 +1,16 @@
-"""Stripe events: stored first, processed from here, failures kept visible."""
+"""Stripe events: stored as received, processed from here, failures kept visible."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.connection import Connection, as_dict, raw
+from db.connection import Pg
 
-_COLUMNS = (
+COLUMNS = (
     "id, type, created_at, payload, received_at, status, attempts, last_error, "
-    "next_attempt_at, processed_at"
+    "next_attempt_at, processed_at, customer_id, processings"
 )
 
 
@@ -19,113 +18,148 @@ _COLUMNS = (
 class EventRecord:
     id: str
     type: str
-    created_at: datetime
-    payload: dict[str, Any]
+    created_at: datetime | None  # Stripe's `created`; None when it was not a usable time
+    payload: bytes  # the body exactly as Stripe signed it
     received_at: datetime
     status: str
     attempts: int
     last_error: str | None
     next_attempt_at: datetime
     processed_at: datetime | None
+    customer_id: str | None
+    processings: int  # times it was finished (processed or ignored)
 
     @classmethod
     def from_row(cls, row: Any) -> EventRecord:
-        data = as_dict(row)
-        if isinstance(data["payload"], str):
-            data["payload"] = json.loads(data["payload"])
-        return cls(**data)
+        return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
 async def insert(
-    conn: Connection, *, event_id: str, event_type: str, created_at: datetime, payload: str
+    pg: Pg,
+    *,
+    event_id: str,
+    event_type: str,
+    created_at: datetime | None,
+    payload: bytes,
+    customer_id: str | None,
 ) -> bool:
     """Record an event once; False for a duplicate delivery. The hot path of ingestion."""
-    async with raw(conn) as pg:
-        inserted = await pg.fetchval(
-            """
-            INSERT INTO stripe_events (id, type, created_at, payload)
-            VALUES ($1, $2, $3, $4::jsonb)
-            ON CONFLICT (id) DO NOTHING
-            RETURNING true
-            """,
-            event_id,
-            event_type,
-            created_at,
-            payload,
-        )
+    inserted = await pg.fetchval(
+        """
+        INSERT INTO stripe_events (id, type, created_at, payload, customer_id)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING true
+        """,
+        event_id,
+        event_type,
+        created_at,
+        payload,
+        customer_id,
+    )
     return inserted is True
 
 
-async def claim_due(conn: Connection, lease_seconds: float) -> EventRecord | None:
-    """Lease the oldest due event so no other worker, in any process, takes it meanwhile."""
-    row = await conn.fetch_one(
+_DUE = """
+    status = 'pending' AND next_attempt_at <= now()
+    AND (locked_until IS NULL OR locked_until < now())
+"""
+
+
+async def claim_due(pg: Pg, lease_seconds: float, limit: int) -> list[EventRecord]:
+    """Lease the oldest due event and, with it, every other due event of the same customer
+    (at most `limit`), so that one re-read from Stripe answers them all. Customers whose
+    events another worker holds are skipped, so no two workers re-read one customer at once.
+    """
+    rows = await pg.fetch(
         f"""
-        UPDATE stripe_events SET
-            attempts = attempts + 1,
-            locked_until = now() + make_interval(secs => :lease)
-        WHERE id = (
-            SELECT id FROM stripe_events
-            WHERE status = 'pending' AND next_attempt_at <= now()
-              AND (locked_until IS NULL OR locked_until < now())
-            ORDER BY next_attempt_at, created_at
+        WITH first AS (
+            SELECT e.id, e.customer_id FROM stripe_events e
+            WHERE {_DUE}
+              AND (e.customer_id IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM stripe_events held
+                  WHERE held.customer_id = e.customer_id AND held.status = 'pending'
+                    AND held.locked_until >= now()))
+            ORDER BY e.next_attempt_at, e.created_at
             FOR UPDATE SKIP LOCKED
             LIMIT 1
+        ), rest AS (
+            SELECT e.id FROM stripe_events e JOIN first ON e.customer_id = first.customer_id
+            WHERE e.id <> first.id AND {_DUE}
+            ORDER BY e.created_at
+            LIMIT $2 - 1
+            FOR UPDATE OF e SKIP LOCKED
         )
-        RETURNING {_COLUMNS}
+        UPDATE stripe_events SET
+            attempts = attempts + 1,
+            locked_until = now() + make_interval(secs => $1)
+        WHERE id IN (SELECT id FROM first) OR id IN (SELECT id FROM rest)
+        RETURNING {COLUMNS}
         """,  # noqa: S608
-        {"lease": lease_seconds},
+        lease_seconds,
+        limit,
     )
-    return None if row is None else EventRecord.from_row(row)
+    return sorted(
+        (EventRecord.from_row(row) for row in rows),
+        key=lambda e: (e.created_at is None, e.created_at, e.received_at),
+    )
 
 
-async def finish(conn: Connection, event_id: str, status: str) -> None:
-    await conn.execute(
+async def finish(pg: Pg, event_id: str, status: str, reason: str | None = None) -> None:
+    """Processed or ignored (`reason` says why an event was ignored or could not be)."""
+    await pg.execute(
         """
-        UPDATE stripe_events SET status = :status, processed_at = now(), locked_until = NULL,
-            last_error = NULL
-        WHERE id = :id
+        UPDATE stripe_events SET status = $2, processed_at = now(), locked_until = NULL,
+            last_error = $3, processings = processings + 1
+        WHERE id = $1
         """,
-        {"id": event_id, "status": status},
+        event_id,
+        status,
+        None if reason is None else reason[:2000],
     )
 
 
 async def retry_later(
-    conn: Connection, event_id: str, error: str, delay_seconds: float, *, give_up: bool
+    pg: Pg, event_id: str, error: str, delay_seconds: float, *, give_up: bool
 ) -> None:
-    await conn.execute(
+    await pg.execute(
         """
         UPDATE stripe_events SET
-            status = CASE WHEN :give_up THEN 'failed' ELSE 'pending' END,
-            last_error = :error,
-            next_attempt_at = now() + make_interval(secs => :delay),
+            status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END,
+            last_error = $2,
+            next_attempt_at = now() + make_interval(secs => $3),
             locked_until = NULL
-        WHERE id = :id
+        WHERE id = $1
         """,
-        {"id": event_id, "error": error[:2000], "delay": delay_seconds, "give_up": give_up},
+        event_id,
+        error[:2000],
+        delay_seconds,
+        give_up,
     )
 
 
-async def listing(conn: Connection, status: str | None, limit: int) -> list[EventRecord]:
-    rows = await conn.fetch_all(
+async def listing(pg: Pg, status: str | None, limit: int) -> list[EventRecord]:
+    rows = await pg.fetch(
         f"""
-        SELECT {_COLUMNS} FROM stripe_events
-        WHERE CAST(:status AS text) IS NULL OR status = :status
-        ORDER BY received_at DESC LIMIT :limit
+        SELECT {COLUMNS} FROM stripe_events
+        WHERE $1::text IS NULL OR status = $1
+        ORDER BY received_at DESC LIMIT $2
         """,  # noqa: S608
-        {"status": status, "limit": limit},
+        status,
+        limit,
     )
     return [EventRecord.from_row(row) for row in rows]
 
 
-async def requeue(conn: Connection, event_ids: list[str] | None) -> int:
+async def requeue(pg: Pg, event_ids: list[str] | None) -> int:
     """Put failed events (all, or the given ones) back in line with a fresh attempt count."""
-    rows = await conn.fetch_all(
+    rows = await pg.fetch(
         """
         UPDATE stripe_events SET status = 'pending', attempts = 0, next_attempt_at = now(),
             locked_until = NULL
-        WHERE (CAST(:ids AS text[]) IS NULL AND status = 'failed') OR id = ANY(:ids)
+        WHERE ($1::text[] IS NULL AND status = 'failed') OR id = ANY($1::text[])
         RETURNING id
         """,
-        {"ids": event_ids},
+        event_ids,
     )
     return len(rows)

@@ -33,6 +33,13 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def downgrade(database_url: str, revision: str) -> None:
+    """Undo migrations down to `revision`; outside a running event loop, as `upgrade`."""
+    from alembic import command
+
+    command.downgrade(alembic_config(database_url), revision)
+
+
 @cache
 def head_revision() -> str | None:
     """The revision the code expects (`/readyz` compares the database against it)."""

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.connection import Connection, as_dict
+from db.connection import Pg
+
+COLUMNS = "id, user_id, kind, message, created_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,22 +21,25 @@ class NotificationRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> NotificationRecord:
-        return cls(**as_dict(row))
+        return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
-async def newest(conn: Connection, user_id: str, limit: int) -> list[NotificationRecord]:
-    rows = await conn.fetch_all(
-        """
-        SELECT id, user_id, kind, message, created_at FROM notifications
-        WHERE user_id = :user_id ORDER BY created_at DESC, id DESC LIMIT :limit
-        """,
-        {"user_id": user_id, "limit": limit},
+async def newest(pg: Pg, user_id: str, limit: int) -> list[NotificationRecord]:
+    rows = await pg.fetch(
+        f"""
+        SELECT {COLUMNS} FROM notifications
+        WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+        """,  # noqa: S608
+        user_id,
+        limit,
     )
     return [NotificationRecord.from_row(row) for row in rows]
 
 
-async def add(conn: Connection, user_id: str, kind: str, message: str) -> None:
-    await conn.execute(
-        "INSERT INTO notifications (user_id, kind, message) VALUES (:user_id, :kind, :message)",
-        {"user_id": user_id, "kind": kind, "message": message},
+async def add(pg: Pg, user_id: str, kind: str, message: str) -> None:
+    await pg.execute(
+        "INSERT INTO notifications (user_id, kind, message) VALUES ($1, $2, $3)",
+        user_id,
+        kind,
+        message,
     )

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.connection import Connection, as_dict
+from db.connection import Pg
+
+COLUMNS = "id, user_id, metric, quantity, created_at"
+NEWEST_SQL = f"""
+    SELECT {COLUMNS} FROM usage_records
+    WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+"""  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,30 +25,24 @@ class UsageRecordRow:
 
     @classmethod
     def from_row(cls, row: Any) -> UsageRecordRow:
-        return cls(**as_dict(row))
+        return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
-async def newest(conn: Connection, user_id: str, limit: int) -> list[UsageRecordRow]:
-    rows = await conn.fetch_all(
-        """
-        SELECT id, user_id, metric, quantity, created_at FROM usage_records
-        WHERE user_id = :user_id ORDER BY created_at DESC, id DESC LIMIT :limit
-        """,
-        {"user_id": user_id, "limit": limit},
-    )
+async def newest(pg: Pg, user_id: str, limit: int) -> list[UsageRecordRow]:
+    rows = await pg.fetch(NEWEST_SQL, user_id, limit)
     return [UsageRecordRow.from_row(row) for row in rows]
 
 
-async def insert(
-    conn: Connection, user_id: str, metric: str, quantity: int
-) -> UsageRecordRow | None:
+async def insert(pg: Pg, user_id: str, metric: str, quantity: int) -> UsageRecordRow | None:
     """Record usage for an existing user; None when there is no such user."""
-    row = await conn.fetch_one(
-        """
+    row = await pg.fetchrow(
+        f"""
         INSERT INTO usage_records (user_id, metric, quantity)
-        SELECT id, :metric, :quantity FROM users WHERE id = :user_id
-        RETURNING id, user_id, metric, quantity, created_at
-        """,
-        {"user_id": user_id, "metric": metric, "quantity": quantity},
+        SELECT id, $2, $3 FROM users WHERE id = $1
+        RETURNING {COLUMNS}
+        """,  # noqa: S608
+        user_id,
+        metric,
+        quantity,
     )
     return None if row is None else UsageRecordRow.from_row(row)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from db.connection import Connection, Database, as_dict, pooled, raw
+from db.connection import Pg
 from db.jobs import PROFILE_SYNC
+from db.rate_limits import HIT
 
-_COLUMNS = (
+COLUMNS = (
     "id, email, email_verified, first_name, last_name, phone, profile_updated_at, "
     "tokens_not_before, created_at, updated_at"
 )
+PROFILE_COLUMNS = frozenset({"first_name", "last_name", "phone"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,25 +32,37 @@ class UserRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> UserRecord:
-        return cls(**as_dict(row))
+        return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
-async def get(conn: Connection, user_id: str) -> UserRecord | None:
-    """Every authenticated request starts here, so it skips `databases`' SQL compilation."""
-    async with raw(conn) as pg:
-        row = await pg.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
+_GET = f"SELECT {COLUMNS} FROM users WHERE id = $1"  # noqa: S608
+# The caller's row and one request counted against their limit, in one round trip: every
+# authenticated request starts here.
+_GET_COUNTING = f"""
+WITH hit AS ({HIT})
+SELECT hit.allowed, hit.wait, {", ".join(f"u.{c.strip()}" for c in COLUMNS.split(","))}
+FROM hit LEFT JOIN users u ON u.id = $1
+"""  # noqa: S608
+
+
+async def get(pg: Pg, user_id: str) -> UserRecord | None:
+    row = await pg.fetchrow(_GET, user_id)
     return None if row is None else UserRecord.from_row(row)
 
 
-async def get_pooled(database: Database, user_id: str, within: float) -> UserRecord | None:
-    """`get` without a request connection: one pooled asyncpg query, the common case's only."""
-    async with pooled(database, within) as pg:
-        row = await pg.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
-    return None if row is None else UserRecord(*row)  # the columns in the fields' order
+async def get_counting_request(
+    pg: Pg, user_id: str, bucket: str, *, emission: timedelta, tolerance: timedelta
+) -> tuple[UserRecord | None, float | None]:
+    """The user's row (None when absent), and None when this request is within the user's
+    `bucket` limit, else the seconds until one would be (see `db.rate_limits`)."""
+    row = await pg.fetchrow(_GET_COUNTING, user_id, bucket, emission, tolerance, 1)
+    wait: float | None = None if row[0] else row[1]
+    user = None if row[2] is None else UserRecord.from_row(tuple(row)[2:])
+    return user, wait
 
 
 async def insert_if_absent(
-    conn: Connection,
+    pg: Pg,
     *,
     user_id: str,
     email: str | None,
@@ -59,62 +73,60 @@ async def insert_if_absent(
     tokens_not_before: datetime | None = None,
 ) -> UserRecord | None:
     """Insert a new user; None when another request inserted it first."""
-    row = await conn.fetch_one(
+    row = await pg.fetchrow(
         f"""
         INSERT INTO users (id, email, email_verified, first_name, last_name, phone,
             tokens_not_before)
-        VALUES (:id, :email, :email_verified, :first_name, :last_name, :phone,
-            :tokens_not_before)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (id) DO NOTHING
-        RETURNING {_COLUMNS}
+        RETURNING {COLUMNS}
         """,  # noqa: S608
-        {
-            "id": user_id,
-            "email": email,
-            "email_verified": email_verified,
-            "first_name": first_name,
-            "last_name": last_name,
-            "phone": phone,
-            "tokens_not_before": tokens_not_before,
-        },
+        user_id,
+        email,
+        email_verified,
+        first_name,
+        last_name,
+        phone,
+        tokens_not_before,
     )
     return None if row is None else UserRecord.from_row(row)
 
 
 async def update_identity(
-    conn: Connection, user_id: str, *, email: str | None, email_verified: bool
+    pg: Pg, user_id: str, *, email: str | None, email_verified: bool
 ) -> UserRecord | None:
-    row = await conn.fetch_one(
+    row = await pg.fetchrow(
         f"""
-        UPDATE users SET email = :email, email_verified = :email_verified, updated_at = now()
-        WHERE id = :id
-        RETURNING {_COLUMNS}
+        UPDATE users SET email = $2, email_verified = $3, updated_at = now()
+        WHERE id = $1
+        RETURNING {COLUMNS}
         """,  # noqa: S608
-        {"id": user_id, "email": email, "email_verified": email_verified},
+        user_id,
+        email,
+        email_verified,
     )
     return None if row is None else UserRecord.from_row(row)
 
 
-async def update_profile(
-    conn: Connection, user_id: str, values: dict[str, str | None]
-) -> UserRecord | None:
+async def update_profile(pg: Pg, user_id: str, values: dict[str, str | None]) -> UserRecord | None:
     """Set the given profile columns (first_name, last_name, phone) as the user's own."""
-    allowed = {"first_name", "last_name", "phone"}
-    assert set(values) <= allowed, values
-    assignments = "".join(f"{column} = :{column}, " for column in sorted(values))
-    row = await conn.fetch_one(
+    assert set(values) <= PROFILE_COLUMNS, values
+    columns = sorted(values)
+    assignments = "".join(f"{column} = ${i}, " for i, column in enumerate(columns, start=2))
+    row = await pg.fetchrow(
         f"""
         UPDATE users SET {assignments}profile_updated_at = now(), updated_at = now()
-        WHERE id = :id
-        RETURNING {_COLUMNS}
+        WHERE id = $1
+        RETURNING {COLUMNS}
         """,  # noqa: S608
-        {"id": user_id, **values},
+        user_id,
+        *(values[column] for column in columns),
     )
     return None if row is None else UserRecord.from_row(row)
 
 
 async def apply_stripe_profile(
-    conn: Connection,
+    pg: Pg,
     user_id: str,
     *,
     first_name: str | None,
@@ -125,26 +137,23 @@ async def apply_stripe_profile(
     """Take Stripe's name and phone unless the user edited their profile after `changed_at`,
     or has an edit still waiting to be pushed (then ours is the newer one: Stripe's
     timestamps are whole seconds, too coarse to order an echo against a fresh edit)."""
-    changed = await conn.fetch_val(
+    changed = await pg.fetchval(
         """
-        UPDATE users SET first_name = :first_name, last_name = :last_name, phone = :phone,
-            updated_at = now()
-        WHERE id = :id
-          AND (profile_updated_at IS NULL OR profile_updated_at <= :changed_at)
+        UPDATE users SET first_name = $2, last_name = $3, phone = $4, updated_at = now()
+        WHERE id = $1
+          AND (profile_updated_at IS NULL OR profile_updated_at <= $5)
           AND NOT EXISTS (
               SELECT 1 FROM sync_jobs WHERE sync_jobs.user_id = users.id
-                AND sync_jobs.kind = :kind
+                AND sync_jobs.kind = $6
           )
-          AND (first_name, last_name, phone) IS DISTINCT FROM (:first_name, :last_name, :phone)
+          AND (first_name, last_name, phone) IS DISTINCT FROM ($2, $3, $4)
         RETURNING true
         """,
-        {
-            "id": user_id,
-            "first_name": first_name,
-            "last_name": last_name,
-            "phone": phone,
-            "changed_at": changed_at,
-            "kind": PROFILE_SYNC,
-        },
+        user_id,
+        first_name,
+        last_name,
+        phone,
+        changed_at,
+        PROFILE_SYNC,
     )
     return changed is True

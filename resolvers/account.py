@@ -14,16 +14,15 @@ from services import deletion, export
 async def export_account(info: strawberry.Info[Context, None]) -> Export:
     context = info.context
     data = await export.our_data(
-        await context.connection(),
-        await context.user(),
-        rate_limit=context.settings.rate_limits.export,
+        context.runtime.pool, context.user, rate_limit=context.settings.rate_limits.export
     )
-    # `userProfile { customer subscription }` then answer from the same snapshot.
+    # `userProfile { customer subscription subscriptions }` answer from the same snapshot.
     context.loaders.customer.prime(data.user.id, data.customer)
-    context.loaders.subscription.prime(data.user.id, data.subscription)
+    context.loaders.subscriptions.prime(data.user.id, data.subscription_rows)
     return Export(
         user_profile=to_user(data.user),
         subscription=None if data.subscription is None else to_subscription(data.subscription),
+        subscriptions=[to_subscription(r) for r in data.subscriptions],
         usage_records=[to_usage_record(r) for r in data.usage_records],
         export_timestamp=data.exported_at,
         export_version=data.version,
@@ -35,10 +34,12 @@ async def delete_account(
     info: strawberry.Info[Context, None], input: DeleteAccountInput | None = None
 ) -> DeleteAccountResult:
     context = info.context
+    runtime = context.runtime
     message = await deletion.delete_account(
-        await context.connection(),
-        context.runtime.stripe,
-        await context.user(),
+        runtime.pool,
+        runtime.stripe,
+        runtime.single_flight,
+        context.user,
         delete_from_stripe=input is not None and input.delete_from_stripe,
         rate_limit=context.settings.rate_limits.deletion,
     )

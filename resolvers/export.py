@@ -12,6 +12,14 @@ from services import export
 async def stripe_customer(
     info: strawberry.Info[Context, None], stripe_customer_id: str | None
 ) -> JSON | None:
-    """Its own field, so a Stripe failure errors here and the rest of the export returns."""
-    found = await export.stripe_customer(info.context.runtime.stripe, stripe_customer_id)
+    """Its own field, so a Stripe failure errors here and the rest of the export returns.
+    Each occurrence counts against the caller's Stripe bucket."""
+    context = info.context
+    found = await export.stripe_customer(
+        context.runtime.pool,
+        context.runtime.stripe,
+        context.user,
+        stripe_customer_id,
+        rate_limit=context.settings.rate_limits.stripe,
+    )
     return None if found is None else JSON(dict(found))

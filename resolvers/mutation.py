@@ -1,4 +1,4 @@
-"""Root mutation fields."""
+"""Root mutation fields of checkout and the portal."""
 
 from __future__ import annotations
 
@@ -14,27 +14,30 @@ async def create_checkout_session(
     info: strawberry.Info[Context, None], input: CreateCheckoutSessionInput | None = None
 ) -> CheckoutSession:
     context = info.context
+    runtime = context.runtime
     plan_id = str(input.plan_id) if input is not None else PRO_PLAN_ID
     session = await billing.create_checkout_session(
-        await context.connection(),
-        context.runtime.stripe,
-        context.runtime.plans,
+        runtime.pool,
+        runtime.stripe,
+        runtime.plans,
+        runtime.single_flight,
         context.settings.app_url,
-        await context.user(),
+        context.user,
         plan_id,
         rate_limit=context.settings.rate_limits.stripe,
     )
+    assert session.url is not None
     return CheckoutSession(id=strawberry.ID(session.id), url=session.url)
 
 
 async def create_portal_session(info: strawberry.Info[Context, None]) -> PortalSession:
     context = info.context
     url = await billing.create_portal_session(
-        await context.connection(),
+        context.runtime.pool,
         context.runtime.stripe,
         context.settings.app_url,
         context.settings.stripe_portal_configuration_id,
-        await context.user(),
+        context.user,
         rate_limit=context.settings.rate_limits.stripe,
     )
     return PortalSession(url=url)

@@ -9,7 +9,7 @@ from resolvers.query import to_user
 from resolvers.users import to_subscription
 from schema.types import Subscription, UpdateProfileInput
 from schema.user import User
-from services import profile, subscription_sync
+from services import billing, profile
 
 
 async def update_profile(info: strawberry.Info[Context, None], input: UpdateProfileInput) -> User:
@@ -20,18 +20,20 @@ async def update_profile(info: strawberry.Info[Context, None], input: UpdateProf
         "phone": input.phone,
     }
     changes = {field: value for field, value in sent.items() if value is not strawberry.UNSET}
-    user = await profile.update_profile(await context.connection(), await context.user(), changes)
+    user = await profile.update_profile(context.runtime.pool, context.user, changes)
     context.runtime.worker.wake()
     return to_user(user)
 
 
 async def sync_subscription(info: strawberry.Info[Context, None]) -> Subscription | None:
     context = info.context
-    record = await subscription_sync.sync_for_user(
-        await context.connection(),
-        context.runtime.stripe,
-        context.runtime.plans,
-        await context.user(),
+    runtime = context.runtime
+    record = await billing.sync_subscription(
+        runtime.pool,
+        runtime.stripe,
+        runtime.plans,
+        runtime.single_flight,
+        context.user,
         rate_limit=context.settings.rate_limits.stripe,
     )
     return None if record is None else to_subscription(record)

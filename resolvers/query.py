@@ -21,8 +21,8 @@ def to_user(record: UserRecord) -> User:
     )
 
 
-async def me(info: strawberry.Info[Context, None]) -> User:
-    return to_user(await info.context.user())
+def me(info: strawberry.Info[Context, None]) -> User:
+    return to_user(info.context.user)
 
 
 def plans(info: strawberry.Info[Context, None]) -> list[Plan]:

@@ -9,7 +9,7 @@ from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from schema.types import Customer, Notification, Subscription, SubscriptionStatus, UsageRecord
-from services import account
+from services import listings, subscriptions
 
 
 def to_customer(record: CustomerRecord) -> Customer:
@@ -29,7 +29,9 @@ def to_subscription(record: SubscriptionRecord) -> Subscription:
         stripe_subscription_id=record.stripe_subscription_id,
         price_id=record.price_id,
         cancel_at_period_end=record.cancel_at_period_end,
+        cancel_at=record.cancel_at,
         current_period_end=record.current_period_end,
+        trial_end=record.trial_end,
         updated_at=record.updated_at,
     )
 
@@ -49,14 +51,22 @@ async def customer(info: strawberry.Info[Context, None], user_id: str) -> Custom
 
 
 async def subscription(info: strawberry.Info[Context, None], user_id: str) -> Subscription | None:
-    record = await info.context.loaders.subscription.load(user_id)
-    return None if record is None else to_subscription(record)
+    records = await info.context.loaders.subscriptions.load(user_id)
+    current = subscriptions.the_subscription(records)
+    return None if current is None else to_subscription(current)
+
+
+async def all_subscriptions(
+    info: strawberry.Info[Context, None], user_id: str
+) -> list[Subscription]:
+    records = await info.context.loaders.subscriptions.load(user_id)
+    return [to_subscription(r) for r in subscriptions.ordered(records)]
 
 
 async def notifications(
     info: strawberry.Info[Context, None], user_id: str, first: int
 ) -> list[Notification]:
-    records = await account.notifications(await info.context.connection(), user_id, first)
+    records = await listings.notifications(info.context.runtime.pool, user_id, first)
     return [
         Notification(
             id=strawberry.ID(str(r.id)), kind=r.kind, message=r.message, created_at=r.created_at
@@ -68,5 +78,5 @@ async def notifications(
 async def usage_records(
     info: strawberry.Info[Context, None], user_id: str, first: int
 ) -> list[UsageRecord]:
-    records = await account.usage_records(await info.context.connection(), user_id, first)
+    records = await listings.usage_records(info.context.runtime.pool, user_id, first)
     return [to_usage_record(r) for r in records]

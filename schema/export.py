@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.context import Context
-from app.cost import STRIPE_BACKED, fixed_size
+from app.cost import STRIPE_BACKED, SUBSCRIPTIONS, fixed_size
 from resolvers import export
 from schema.types import Subscription, UsageRecord
 from schema.user import User
@@ -18,7 +18,13 @@ from services.export import MAX_USAGE_RECORDS
 @strawberry.type(description="Everything we hold about the caller, for download (GDPR)")
 class Export:
     user_profile: User
-    subscription: Subscription | None
+    subscription: Subscription | None = strawberry.field(
+        description="The one that matters (see `User.subscriptions`)"
+    )
+    subscriptions: list[Subscription] = strawberry.field(
+        description="Every Stripe subscription, by the rule of `User.subscriptions`",
+        metadata=SUBSCRIPTIONS,
+    )
     usage_records: list[UsageRecord] = strawberry.field(
         description="Newest first, at most 1000", metadata=fixed_size(MAX_USAGE_RECORDS)
     )

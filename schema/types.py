@@ -33,12 +33,21 @@ class Customer:
 
 @strawberry.type
 class Subscription:
-    plan_id: strawberry.ID = strawberry.field(description='"free" or a plan\'s id such as "PRO"')
+    plan_id: strawberry.ID = strawberry.field(
+        description='"free", a plan\'s id such as "PRO", or "custom" for a price no plan lists'
+    )
     status: SubscriptionStatus
     stripe_subscription_id: str | None
     price_id: str | None
-    cancel_at_period_end: bool
+    cancel_at_period_end: bool = strawberry.field(
+        description="A scheduled cancellation takes effect at the end of the current period"
+    )
+    cancel_at: datetime | None = strawberry.field(
+        description="When a scheduled cancellation takes effect (from cancel_at_period_end or "
+        "cancel_at, as the Billing Portal sets it); null when none is scheduled"
+    )
     current_period_end: datetime | None
+    trial_end: datetime | None = strawberry.field(description="When a trial ends, if any")
     updated_at: datetime
 
 

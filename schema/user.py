@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from app.context import Context
+from app.cost import SUBSCRIPTIONS
 from resolvers import users
 from schema.types import Customer, Notification, Subscription, UsageRecord
 
@@ -23,11 +24,20 @@ class User:
         return await users.customer(info, str(self.id))
 
     @strawberry.field(
-        description="Null until the user first gets a Stripe customer; "
-        "kept (CANCELED) after it is deleted"
+        description="The one that matters (see `subscriptions`), else the free plan; null "
+        "until the user first gets a Stripe customer; kept (CANCELED) after it is deleted"
     )
     async def subscription(self, info: strawberry.Info[Context, None]) -> Subscription | None:
         return await users.subscription(info, str(self.id))
+
+    @strawberry.field(
+        description="Every Stripe subscription of the user's customer: entitled (active, "
+        "trialing, past due) first, then other live ones, then ended ones; newest first "
+        "within each. `subscription` is the first of them, else the free plan",
+        metadata=SUBSCRIPTIONS,
+    )
+    async def subscriptions(self, info: strawberry.Info[Context, None]) -> list[Subscription]:
+        return await users.all_subscriptions(info, str(self.id))
 
     @strawberry.field(description="Newest first")
     async def notifications(

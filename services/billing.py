@@ -1,20 +1,41 @@
-"""Checkout and the Billing Portal: where a user starts paying and manages what they pay."""
+"""Checkout, the Billing Portal and `syncSubscription`: where a user starts paying, manages
+what they pay, and sees it at once.
+
+Each runs in the user's turn (`services.single_flight`): one billing operation per user at a
+time, across processes, with no connection held while Stripe is asked. Rate limits are
+counted first, outside any transaction.
+
+**One checkout at a time** (contract): a user has at most one open Checkout session. Asked
+again for the plan (and price) of the open session, `create_checkout_session` returns that
+same session once Stripe confirms it is still open; for another plan it expires the open
+one first. A session that completed meanwhile (its webhook not yet processed) means the
+user may be subscribed now: their subscriptions are re-read and the rule of
+`ALREADY_SUBSCRIBED` applied again.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from db import checkout_sessions as db_checkout
 from db import customers as db_customers
-from db import subscriptions as db_subscriptions
-from db.connection import Connection
+from db.checkout_sessions import CheckoutSessionRecord
+from db.connection import Pool
+from db.locks import user_transaction
+from db.subscriptions import SubscriptionRecord
 from db.users import UserRecord
-from services import customers, rate_limits
+from services import customers, rate_limits, subscriptions
 from services.errors import AlreadySubscribed, BadUserInput, EmailNotVerified, NotFound
-from services.plans import PlanCatalog
-from services.stripe_gateway import CheckoutSessionCreated, CustomerGone, StripeGateway
+from services.plans import Plan, PlanCatalog
+from services.single_flight import SingleFlight
+from services.stripe_gateway import CustomerGone, NotOpen, StripeGateway
 
-PAID_STATUSES = frozenset({"active", "trialing", "past_due"})
+log = logging.getLogger(__name__)
+
+ALREADY_SUBSCRIBED = "You already have a subscription; change it in the billing portal."
 
 
 def checkout_urls(app_url: str) -> tuple[str, str]:
@@ -27,17 +48,36 @@ def portal_return_url(app_url: str) -> str:
     return f"{app_url}/billing"
 
 
+def checkout_options(plan: Plan) -> dict[str, Any]:
+    """The plan's own Checkout parameters (plans file: trial, promotion codes, tax)."""
+    options: dict[str, Any] = {}
+    if plan.trial_days:
+        options["subscription_data"] = {"trial_period_days": plan.trial_days}
+    if plan.allow_promotion_codes:
+        options["allow_promotion_codes"] = True
+    if plan.automatic_tax:
+        options["automatic_tax"] = {"enabled": True}
+    return options
+
+
 async def create_checkout_session(
-    conn: Connection,
+    pool: Pool,
     stripe: StripeGateway,
     plans: PlanCatalog,
+    single_flight: SingleFlight,
     app_url: str,
     user: UserRecord,
     plan_id: str,
     *,
     rate_limit: rate_limits.Bucket,
-) -> CheckoutSessionCreated:
-    await rate_limits.check(conn, user.id, rate_limit)
+) -> CheckoutSessionRecord:
+    """The user's open Checkout session for the plan, new or reused.
+
+    Raises `RATE_LIMITED`, `STRIPE_NOT_CONFIGURED`, `EMAIL_NOT_VERIFIED`, `BAD_USER_INPUT`
+    (unknown plan, or one without a price), `ALREADY_SUBSCRIBED` (by the rule of
+    `services.subscriptions`), `PAYMENT_PROVIDER_ERROR`; nothing is changed by a refusal.
+    """
+    await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
     if not user.email_verified:
         raise EmailNotVerified("Verify your email address before subscribing.")
@@ -46,27 +86,124 @@ async def create_checkout_session(
         raise BadUserInput(f"Unknown plan {plan_id!r}.", field="planId")
     if plan.price_id is None:
         raise BadUserInput(f"The {plan.name} plan cannot be bought.", field="planId")
-    current = await db_subscriptions.get(conn, user.id)
-    if current and current.stripe_subscription_id and current.status in PAID_STATUSES:
-        raise AlreadySubscribed("You already have a subscription; change it in the billing portal.")
-    success_url, cancel_url = checkout_urls(app_url)
-    customer = await customers.get_or_create(conn, stripe, user)
-    for _ in range(2):
-        try:
-            return await stripe.create_checkout_session(
-                customer_id=customer.stripe_customer_id,
-                price_id=plan.price_id,
+    price_id = plan.price_id
+    async with single_flight.turn(user.id):
+        await _refuse_if_subscribed(pool, user.id)
+        async with pool.connection() as pg:
+            open_sessions = await db_checkout.open_for(pg, user.id)
+            linked = await db_customers.get(pg, user.id)
+        for session in open_sessions:
+            if (
+                (session.plan_id, session.price_id) == (plan.id, price_id)
+                and linked is not None
+                and session.stripe_customer_id == linked.stripe_customer_id
+                and await _still_open(pool, stripe, plans, user.id, session)
+            ):
+                return session
+        async with pool.connection() as pg:
+            open_sessions = await db_checkout.open_for(pg, user.id)
+        customer = await customers.get_or_create(pool, stripe, plans, user)
+        await _refuse_if_subscribed(pool, user.id)  # an adopted customer may pay already
+        for session in open_sessions:
+            await _expire(pool, stripe, plans, user.id, session)
+        success_url, cancel_url = checkout_urls(app_url)
+        for _ in range(2):
+            try:
+                created = await stripe.create_checkout_session(
+                    customer_id=customer.stripe_customer_id,
+                    price_id=price_id,
+                    user_id=user.id,
+                    success_url=success_url,
+                    cancel_url=cancel_url,
+                    options=checkout_options(plan),
+                )
+                break
+            except CustomerGone as gone:
+                customer = await customers.get_or_create(
+                    pool, stripe, plans, user, replacing=gone.customer_id
+                )
+        else:  # pragma: no cover
+            raise AssertionError("a customer created a moment ago cannot be gone")
+        async with user_transaction(pool, user.id) as pg:
+            await db_checkout.record(
+                pg,
+                session_id=created.id,
                 user_id=user.id,
-                success_url=success_url,
-                cancel_url=cancel_url,
+                stripe_customer_id=customer.stripe_customer_id,
+                plan_id=plan.id,
+                price_id=price_id,
+                url=created.url,
+                expires_at=datetime.fromtimestamp(created.expires_at, UTC),
             )
-        except CustomerGone as gone:
-            customer = await customers.get_or_create(conn, stripe, user, replacing=gone.customer_id)
-    raise AssertionError("a customer created a moment ago cannot be gone")  # pragma: no cover
+            found = await db_checkout.get(pg, created.id)
+        assert found is not None
+        return found
+
+
+async def _still_open(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user_id: str,
+    session: CheckoutSessionRecord,
+) -> bool:
+    """Whether Stripe still holds the session open for a customer it still has. A session
+    paid meanwhile (its webhook not yet here) may have subscribed the user: their
+    subscriptions are re-read and checkout refused if so; a deleted customer is ended as
+    its `customer.deleted` would end it."""
+    found = await stripe.retrieve_checkout_session(session.id)
+    if found.status == "open" and not found.customer_deleted:
+        return True
+    async with user_transaction(pool, user_id) as pg:
+        if found.status != "open":
+            await db_checkout.finish(pg, session.id, found.status)
+        if found.customer_deleted:
+            await customers.customer_gone(pg, user_id, session.stripe_customer_id)
+    if found.status == "complete" and not found.customer_deleted:
+        await subscriptions.refresh(pool, stripe, plans, user_id, session.stripe_customer_id)
+        await _refuse_if_subscribed(pool, user_id)
+    return False
+
+
+async def _refuse_if_subscribed(pool: Pool, user_id: str) -> None:
+    if subscriptions.blocks_checkout(await subscriptions.of_user(pool, user_id)):
+        raise AlreadySubscribed(ALREADY_SUBSCRIBED)
+
+
+async def _expire(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user_id: str,
+    session: CheckoutSessionRecord,
+) -> None:
+    """Expire the user's other open session; if it completed meanwhile, the user may be
+    subscribed now, and checkout is refused when they are."""
+    try:
+        await stripe.expire_checkout_session(session.id)
+        status = "expired"
+    except NotOpen:
+        status = (await stripe.retrieve_checkout_session(session.id)).status
+    async with user_transaction(pool, user_id) as pg:
+        await db_checkout.finish(pg, session.id, status)
+    if status == "complete":
+        await subscriptions.refresh(pool, stripe, plans, user_id, session.stripe_customer_id)
+        await _refuse_if_subscribed(pool, user_id)
+
+
+async def expire_open_sessions(pool: Pool, stripe: StripeGateway, user_id: str) -> None:
+    """Expire every open session of the user (their account is being deleted)."""
+    async with pool.connection() as pg:
+        open_sessions = await db_checkout.open_for(pg, user_id)
+    for session in open_sessions:
+        try:
+            await stripe.expire_checkout_session(session.id)
+        except NotOpen:
+            continue
 
 
 async def create_portal_session(
-    conn: Connection,
+    pool: Pool,
     stripe: StripeGateway,
     app_url: str,
     configuration_id: str | None,
@@ -74,9 +211,12 @@ async def create_portal_session(
     *,
     rate_limit: rate_limits.Bucket,
 ) -> str:
-    await rate_limits.check(conn, user.id, rate_limit)
+    """A Billing Portal URL for the user's customer. Raises `RATE_LIMITED`,
+    `STRIPE_NOT_CONFIGURED`, `NOT_FOUND` (no customer, or Stripe no longer has it: then it
+    is ended as its `customer.deleted` would), `PAYMENT_PROVIDER_ERROR`."""
+    await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
-    customer = await db_customers.get(conn, user.id)
+    customer = await customers.current(pool, user.id)
     if customer is None:
         raise NotFound("You have no billing account yet: subscribe to a plan first.")
     try:
@@ -86,12 +226,38 @@ async def create_portal_session(
             configuration=configuration_id,
         )
     except CustomerGone as gone:
-        async with conn.transaction():  # as if its `customer.deleted` had come
-            await db_customers.lock_for_user(conn, user.id)
-            await customers.forget_gone(conn, user.id, gone.customer_id)
+        async with user_transaction(pool, user.id) as pg:
+            await customers.customer_gone(pg, user.id, gone.customer_id)
         raise NotFound(
             "Your billing account no longer exists: subscribe to a plan to create a new one."
         ) from gone
+
+
+async def sync_subscription(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    single_flight: SingleFlight,
+    user: UserRecord,
+    *,
+    rate_limit: rate_limits.Bucket,
+) -> SubscriptionRecord | None:
+    """`syncSubscription`: the user's subscriptions re-read from Stripe now; the one that
+    matters, or None for a user without a Stripe customer. Concurrent calls of one user
+    share one read. Raises `RATE_LIMITED`, `STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`.
+    """
+    await rate_limits.check(pool, user.id, rate_limit)
+    stripe.require()
+
+    async def read() -> SubscriptionRecord | None:
+        async with pool.connection() as pg:
+            customer = await db_customers.get(pg, user.id)
+        if customer is None:
+            return None
+        await subscriptions.refresh(pool, stripe, plans, user.id, customer.stripe_customer_id)
+        return subscriptions.the_subscription(await subscriptions.of_user(pool, user.id))
+
+    return await single_flight.shared(user.id, "sync", read)
 
 
 CANCELLATION_REASONS = [

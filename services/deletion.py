@@ -1,14 +1,18 @@
 """Deleting an account (GDPR erasure): stop billing in Stripe first, then erase our rows.
 
 The order matters. Stripe comes first, so a Stripe failure leaves the account whole and the
-user can simply retry; our rows go only once no subscription can bill them again. Every
-Stripe step is safe to repeat: already-ended subscriptions are skipped, and the gateway
-treats cancelling or deleting something Stripe no longer has as done.
+user can simply retry; our rows go only once no subscription can bill them again and no
+open Checkout session can start one. Every Stripe step is safe to repeat: already-ended
+subscriptions are skipped, and the gateway treats cancelling or deleting something Stripe
+no longer has as done.
 
-Deletions of one user are serialised with each other, and with the creation of that user's
-Stripe customer, by the advisory lock `services.customers` takes: a customer cannot be
-created behind the back of a deletion, and of two concurrent deletions the second finds the
-account gone.
+A customer kept in Stripe (without `deleteFromStripe`) is released: its `metadata.userId`
+is removed and `accountDeleted` set, and the tombstone remembers it, so it is never
+adopted or linked again by anyone, the same `sub` signing in afresh included.
+
+The deletion runs in the user's turn (`services.single_flight`), so it is serialised with
+their other billing operations (customer creation, checkout) across processes; of two
+concurrent deletions the second finds the account gone.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import logging
 
 from db import customers as db_customers
 from db import tombstones as db_tombstones
-from db.connection import Connection
+from db.connection import Pool
+from db.locks import user_transaction
 from db.users import UserRecord
-from services import rate_limits
-from services.errors import Unauthenticated
+from services import billing, customers, rate_limits
+from services.errors import PaymentProviderError, Unauthenticated
+from services.single_flight import SingleFlight
 from services.stripe_gateway import CustomerGone, StripeGateway
-from services.subscription_sync import ENDED
+from services.subscriptions import ENDED
 
 log = logging.getLogger(__name__)
 
@@ -34,38 +40,48 @@ CUSTOMER_DELETED = " Your billing record was deleted from our payment provider."
 
 
 async def delete_account(
-    conn: Connection,
+    pool: Pool,
     stripe: StripeGateway,
+    single_flight: SingleFlight,
     user: UserRecord,
     *,
     delete_from_stripe: bool,
     rate_limit: rate_limits.Bucket,
 ) -> str:
     """Erase the user; returns what to tell them. Raises before erasing anything when Stripe
-    is not configured or fails (`STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`).
+    is not configured or fails (`STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`),
+    `UNAUTHENTICATED` when a concurrent deletion won, `RATE_LIMITED`.
 
-    The rate limit is counted outside the transaction, so an attempt that fails and rolls
-    back still counts; its state outlives the account, so coming back does not reset it."""
-    await rate_limits.check(conn, user.id, rate_limit)
-    async with conn.transaction():
-        await db_customers.lock_for_user(conn, user.id)
-        customer = await db_customers.get(conn, user.id)
+    The rate limit is counted first, outside any transaction, so an attempt that fails
+    still counts; its state outlives the account, so coming back does not reset it."""
+    await rate_limits.check(pool, user.id, rate_limit)
+    async with single_flight.turn(user.id):
+        customer = await customers.current(pool, user.id)
+        customer_id = None if customer is None else customer.stripe_customer_id
+        await billing.expire_open_sessions(pool, stripe, user.id)
         message = DELETED
-        if customer is not None:
+        if customer_id is not None:
             message += await _stop_billing(
-                stripe, customer.stripe_customer_id, delete_from_stripe=delete_from_stripe
+                stripe, user.id, customer_id, delete_from_stripe=delete_from_stripe
             )
-        if not await db_tombstones.delete_user(conn, user.id):
-            raise Unauthenticated("This account was deleted")  # by a concurrent request
-        await db_tombstones.record(conn, user.id, customer.stripe_customer_id if customer else None)
+        async with user_transaction(pool, user.id) as pg:
+            linked = await db_customers.get(pg, user.id)
+            if linked is not None and linked.stripe_customer_id != customer_id:
+                raise PaymentProviderError(  # linked by a webhook a moment ago
+                    "Your billing account changed while we were deleting; please try again.",
+                    retryable=True,
+                )
+            if not await db_tombstones.delete_user(pg, user.id):
+                raise Unauthenticated("This account was deleted")  # by a concurrent request
+            await db_tombstones.record(pg, user.id, customer_id)
     log.info("user %s: account deleted (from Stripe too: %s)", user.id, delete_from_stripe)
     return message
 
 
 async def _stop_billing(
-    stripe: StripeGateway, customer_id: str, *, delete_from_stripe: bool
+    stripe: StripeGateway, user_id: str, customer_id: str, *, delete_from_stripe: bool
 ) -> str:
-    """Cancel every live subscription at once; with `delete_from_stripe`, delete the customer.
+    """Cancel every live subscription at once; then delete the customer, or release it.
 
     The customer is retrieved first: one deleted in the Dashboard already had its
     subscriptions canceled by Stripe, and listing them could be refused.
@@ -80,5 +96,13 @@ async def _stop_billing(
             await stripe.cancel_subscription(subscription.id)
     if delete_from_stripe:
         await stripe.delete_customer(customer_id)
+        return SUBSCRIPTIONS_CANCELED + CUSTOMER_DELETED
+    try:
+        await stripe.update_customer(
+            customer_id,
+            {"metadata": {"userId": "", customers.RELEASED: "true"}},
+            idempotency_key=f"{customers.SOURCE}:release:{user_id}:{customer_id}",
+        )
+    except CustomerGone:
         return SUBSCRIPTIONS_CANCELED + CUSTOMER_DELETED
     return SUBSCRIPTIONS_CANCELED + CUSTOMER_KEPT

@@ -55,3 +55,10 @@ class QueryTooComplex(DomainError):
 
 class ServiceBusy(DomainError):
     """Overloaded for a moment (e.g. no database connection free); safe to retry."""
+
+
+def busy() -> ServiceBusy:
+    """No database connection (or export slot) came free in time."""
+    return ServiceBusy(
+        "The service is busy right now; please try again in a moment.", retryable=True
+    )

@@ -1,8 +1,8 @@
 """A user's data export: our rows in one snapshot, and their Stripe customer as Stripe has it.
 
 The two parts fail separately: our rows come from our database in one consistent read;
-the Stripe customer is fetched on its own, so an unreachable Stripe costs the export that
-one part and nothing else.
+the Stripe customer is fetched on its own (after the connection is given back), so an
+unreachable Stripe costs the export that one part and nothing else.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from db import export as db_export
-from db.connection import Connection
+from db.connection import Pool
 from db.customers import CustomerRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
 from db.users import UserRecord
-from services import rate_limits
+from services import rate_limits, subscriptions
 from services.errors import Unauthenticated
 from services.stripe_gateway import CustomerGone, StripeGateway
 
@@ -30,34 +30,52 @@ MAX_USAGE_RECORDS = 1000
 class AccountExport:
     user: UserRecord
     customer: CustomerRecord | None
-    subscription: SubscriptionRecord | None
-    usage_records: list[UsageRecordRow]
+    subscription_rows: list[SubscriptionRecord]  # every row: Stripe subscriptions, free row
+    usage_records: list[UsageRecordRow]  # newest first, at most MAX_USAGE_RECORDS
     exported_at: datetime
     version: str = EXPORT_VERSION
 
+    @property
+    def subscription(self) -> SubscriptionRecord | None:
+        """The one that matters (`services.subscriptions`)."""
+        return subscriptions.the_subscription(self.subscription_rows)
+
+    @property
+    def subscriptions(self) -> list[SubscriptionRecord]:
+        """Every Stripe subscription, by the rule."""
+        return subscriptions.ordered(self.subscription_rows)
+
 
 async def our_data(
-    conn: Connection, user: UserRecord, *, rate_limit: rate_limits.Bucket
+    pool: Pool, user: UserRecord, *, rate_limit: rate_limits.Bucket
 ) -> AccountExport:
     """Everything we hold about the user, as of one instant. Both the GraphQL `export` and
-    the download come here, so they share one limit; its Stripe part follows only this."""
-    await rate_limits.check(conn, user.id, rate_limit)
-    snapshot = await db_export.snapshot(conn, user.id, MAX_USAGE_RECORDS)
-    if snapshot.user is None:  # deleted by a request that finished after ours began
+    the download come here, so they share one limit (`RATE_LIMITED`); `UNAUTHENTICATED`
+    when the account was deleted by a request that finished after ours began."""
+    await rate_limits.check(pool, user.id, rate_limit)
+    async with pool.transaction(isolation="repeatable_read", readonly=True) as pg:
+        snapshot = await db_export.snapshot(pg, user.id, MAX_USAGE_RECORDS)
+    if snapshot.user is None:
         raise Unauthenticated("This account was deleted")
     return AccountExport(
         user=snapshot.user,
         customer=snapshot.customer,
-        subscription=snapshot.subscription,
+        subscription_rows=snapshot.subscriptions,
         usage_records=snapshot.usage_records,
         exported_at=snapshot.taken_at,
     )
 
 
 async def stripe_customer(
-    stripe: StripeGateway, stripe_customer_id: str | None
+    pool: Pool,
+    stripe: StripeGateway,
+    user: UserRecord,
+    stripe_customer_id: str | None,
+    *,
+    rate_limit: rate_limits.Bucket,
 ) -> Mapping[str, Any] | None:
-    """The customer object as Stripe holds it now; None when the user has none.
+    """The customer object as Stripe holds it now; None when the user has none. Asking
+    Stripe counts against the user's Stripe bucket (`RATE_LIMITED`).
 
     Without a customer there is nothing to ask Stripe. A customer Stripe no longer has is
     None too: Stripe holds nothing about the user. With a customer but no Stripe key this
@@ -66,6 +84,7 @@ async def stripe_customer(
     """
     if stripe_customer_id is None:
         return None
+    await rate_limits.check(pool, user.id, rate_limit)
     try:
         customer = await stripe.retrieve_customer(stripe_customer_id)
     except CustomerGone:

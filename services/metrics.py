@@ -61,6 +61,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.duplicates_refunded = Counter(
+            "billing_duplicate_subscriptions_refunded_total",
+            "Duplicate subscriptions of one user canceled and refunded",
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.pool = Gauge(
             "billing_db_pool_connections",

@@ -9,6 +9,12 @@ A plans file (`PLANS_FILE`, TOML) adds plans or describes `PRO` further:
     amount = 4900        # smallest currency unit
     currency = "usd"
     interval = "month"
+    features = ["seats", "api"]   # entitlement keys the plan grants
+    trial_days = 14               # Checkout options
+    allow_promotion_codes = true
+    automatic_tax = false
+
+`free` is built in; its features can be given with `[[plans]] id = "free"` (no price).
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FREE_PLAN_ID = "free"
 PRO_PLAN_ID = "PRO"
+# The plan of a subscription whose price no configured plan lists (`priceId` says which).
+CUSTOM_PLAN_ID = "custom"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,10 @@ class Plan:
     amount: int | None = None
     currency: str | None = None
     interval: str | None = None
+    features: tuple[str, ...] = ()  # entitlement keys
+    trial_days: int | None = None  # Checkout: days of free trial
+    allow_promotion_codes: bool = False  # Checkout: a promotion code field
+    automatic_tax: bool = False  # Checkout: Stripe Tax computes tax
 
 
 class _PlanEntry(BaseModel):
@@ -42,6 +55,10 @@ class _PlanEntry(BaseModel):
     amount: int | None = Field(default=None, ge=0)
     currency: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
     interval: str | None = Field(default=None, pattern=r"^(day|week|month|year)$")
+    features: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]] = []
+    trial_days: int | None = Field(default=None, ge=1, le=730)
+    allow_promotion_codes: bool = False
+    automatic_tax: bool = False
 
 
 class _PlansFile(BaseModel):
@@ -79,8 +96,20 @@ class PlanCatalog:
             PRO_PLAN_ID: Plan(id=PRO_PLAN_ID, name="Pro", price_id=pro_price_id),
         }
         for entry in _read_plans_file(plans_file) if plans_file else []:
+            if entry.id == CUSTOM_PLAN_ID:
+                raise PlansFileError(f"{plans_file}: {CUSTOM_PLAN_ID!r} is reserved")
             if entry.id == FREE_PLAN_ID:
-                raise PlansFileError(f"{plans_file}: the free plan is built in and has no price")
+                if entry.price_id or entry.trial_days:
+                    raise PlansFileError(
+                        f"{plans_file}: the free plan is built in and has no price or trial"
+                    )
+                plans[FREE_PLAN_ID] = Plan(
+                    id=FREE_PLAN_ID,
+                    name=entry.name,
+                    amount=0,
+                    features=tuple(entry.features),
+                )
+                continue
             price_id = entry.price_id
             if entry.id == PRO_PLAN_ID and pro_price_id:
                 price_id = pro_price_id  # STRIPE_PRICE_PRO wins over the file
@@ -91,6 +120,10 @@ class PlanCatalog:
                 amount=entry.amount,
                 currency=entry.currency,
                 interval=entry.interval,
+                features=tuple(entry.features),
+                trial_days=entry.trial_days,
+                allow_promotion_codes=entry.allow_promotion_codes,
+                automatic_tax=entry.automatic_tax,
             )
         prices = [plan.price_id for plan in plans.values() if plan.price_id]
         if len(prices) != len(set(prices)):

@@ -4,17 +4,21 @@ No other module imports `stripe`. Calls return plain dataclasses, and every Stri
 leaves here as a domain error a user can act on (`PAYMENT_PROVIDER_ERROR`,
 `STRIPE_NOT_CONFIGURED`) or as `CustomerGone` for a customer Stripe no longer has.
 The SDK's own network retries (with its backoff and idempotency keys) are kept; each try
-has a short timeout so a GraphQL request never hangs on Stripe.
+has a short timeout so a GraphQL request never hangs on Stripe. Every call first takes its
+turn from the process's `StripeBudget` when one is given (Stripe's rate limits hold across
+processes). List calls read every page (`_list_all`), so nothing silently stops at 100.
+Times are Unix seconds, amounts in the currency's smallest unit, as Stripe gives them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import stripe
@@ -25,6 +29,9 @@ from services.metrics import Metrics
 log = logging.getLogger(__name__)
 
 WEBHOOK_TOLERANCE_SECONDS = 300
+# Pages a list call reads at most (100 items each): beyond that it logs and stops.
+MAX_PAGES = 50
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class InvalidWebhook(Exception):
@@ -38,10 +45,12 @@ def verify_webhook(
     *,
     tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
 ) -> None:
-    """Stripe's `t=…,v1=…` scheme, checked by the SDK against each configured secret.
+    """Stripe's `t=…,v1=…` scheme, checked against each configured secret.
 
     Several secrets are accepted during a rotation. The SDK rejects stale timestamps; we
-    also reject ones from beyond the tolerance in the future.
+    also reject ones from beyond the tolerance in the future. The header is checked for
+    shape first (a timestamp of at most 12 ASCII digits), so no header can make the check
+    itself fail.
     """
     if not signature_header:
         raise InvalidWebhook("missing Stripe-Signature header")
@@ -49,8 +58,10 @@ def verify_webhook(
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidWebhook("body is not UTF-8") from exc
-    timestamps = [part[2:] for part in signature_header.split(",") if part.strip().startswith("t=")]
-    if len(timestamps) != 1 or not timestamps[0].strip().isdigit():
+    timestamps = [
+        part.strip()[2:] for part in signature_header.split(",") if part.strip().startswith("t=")
+    ]
+    if len(timestamps) != 1 or not _TIMESTAMP.fullmatch(timestamps[0]):
         raise InvalidWebhook("malformed Stripe-Signature header")
     if int(timestamps[0]) > time.time() + tolerance:
         raise InvalidWebhook("timestamp is in the future")
@@ -73,13 +84,26 @@ class CustomerGone(Exception):
         self.customer_id = customer_id
 
 
+class NotOpen(Exception):
+    """A Checkout session that is no longer open (completed or expired) could not be
+    expired."""
+
+
+class StripeBudget(Protocol):
+    """Stripe's rate limit, shared by every process: `take` waits for this call's turn."""
+
+    async def take(self) -> None: ...
+
+    async def back_off(self, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StripeCustomer:
     id: str
     email: str | None
     name: str | None
     phone: str | None
-    created: int
+    created: int  # Unix seconds
     metadata: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -87,21 +111,36 @@ class StripeCustomer:
 @dataclass(frozen=True, slots=True)
 class StripeSubscription:
     id: str
+    customer_id: str
     status: str
-    price_id: str | None
+    price_id: str | None  # of the first item
+    item_id: str | None  # the first item's, for a price swap
     cancel_at_period_end: bool
-    current_period_end: int | None
-    created: int
+    cancel_at: int | None  # Unix seconds
+    current_period_end: int | None  # Unix seconds: the latest of the items' period ends
+    period_ends: tuple[int, ...]  # Unix seconds: each item's current period end
+    trial_end: int | None  # Unix seconds
+    created: int  # Unix seconds
+    metadata: Mapping[str, str]
+    latest_invoice_id: str | None
+    latest_invoice_paid: int  # smallest currency unit; 0 when unknown or nothing was paid
 
 
 @dataclass(frozen=True, slots=True)
-class CheckoutSessionCreated:
+class CheckoutSession:
     id: str
-    url: str
+    url: str | None
+    status: str  # open, complete or expired
+    expires_at: int  # Unix seconds
+    customer_deleted: bool = False  # known only when retrieved (its customer expanded)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
 def _customer(obj: Any) -> StripeCustomer:
-    data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    data = _as_dict(obj)
     return StripeCustomer(
         id=data["id"],
         email=data.get("email"),
@@ -113,25 +152,53 @@ def _customer(obj: Any) -> StripeCustomer:
     )
 
 
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
 def subscription_from_dict(data: Mapping[str, Any]) -> StripeSubscription:
     """A subscription as this API version shapes it: the period end lives on its items."""
     items = (data.get("items") or {}).get("data") or []
     first = items[0] if items else {}
-    price = first.get("price") or {}
     period_ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
+    latest = data.get("latest_invoice")
+    paid = latest.get("amount_paid") if isinstance(latest, Mapping) else 0
     return StripeSubscription(
         id=data["id"],
+        customer_id=_id_of(data.get("customer")) or "",
         status=data["status"],
-        price_id=price.get("id") if isinstance(price, Mapping) else price,
+        price_id=_id_of(first.get("price")),
+        item_id=first.get("id"),
         cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+        cancel_at=data.get("cancel_at"),
         current_period_end=max(period_ends) if period_ends else None,
+        period_ends=tuple(period_ends),
+        trial_end=data.get("trial_end"),
         created=int(data.get("created") or 0),
+        metadata=dict(data.get("metadata") or {}),
+        latest_invoice_id=_id_of(latest),
+        latest_invoice_paid=paid if isinstance(paid, int) else 0,
+    )
+
+
+def _checkout_session(obj: Any) -> CheckoutSession:
+    data = _as_dict(obj)
+    customer = data.get("customer")
+    return CheckoutSession(
+        id=data["id"],
+        url=data.get("url"),
+        status=data["status"],
+        expires_at=int(data["expires_at"]),
+        customer_deleted=isinstance(customer, Mapping) and bool(customer.get("deleted")),
     )
 
 
 UNREACHABLE = "We could not reach our payment provider. Please try again in a few minutes."
 BUSY = "Our payment provider is busy right now. Please try again in a minute."
 REFUSED = "Our payment provider could not process this request. Please contact support."
+DECLINED = "Your card was declined. Update your payment method and try again."
 
 
 class StripeGateway:
@@ -143,12 +210,14 @@ class StripeGateway:
         timeout_seconds: float = 8.0,
         max_network_retries: int = 2,
         metrics: Metrics | None = None,
+        budget: StripeBudget | None = None,
     ) -> None:
         self._metrics = metrics
+        self._budget = budget
         self._http: stripe.HTTPXClient | None = None
         self._client: stripe.StripeClient | None = None
         # Bounds the whole call, the SDK's retries and backoff included.
-        self._deadline = timeout_seconds * (max_network_retries + 1) + 2 * max_network_retries
+        self.deadline = timeout_seconds * (max_network_retries + 1) + 2 * max_network_retries
         if api_key:
             self._http = stripe.HTTPXClient(
                 timeout=httpx.Timeout(timeout_seconds, connect=min(3.0, timeout_seconds))
@@ -175,23 +244,27 @@ class StripeGateway:
         if self._http is not None:
             await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    async def _call(self, what: str, call: Any) -> Any:
+    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run one SDK call, timed and counted; failures become errors a user can act on."""
+        if self._budget is not None:
+            await self._budget.take()
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return await self._translate(what, call)
+            return await self._translate(what, call())
         except PaymentProviderError as exc:
             outcome = type(exc.__cause__).__name__ if exc.__cause__ else "error"
+            if isinstance(exc.__cause__, stripe.RateLimitError) and self._budget is not None:
+                await self._budget.back_off(1.0)
             raise
         finally:
             if self._metrics is not None:
                 self._metrics.stripe_calls.labels(what, outcome).inc()
                 self._metrics.stripe_seconds.labels(what).observe(time.perf_counter() - started)
 
-    async def _translate(self, what: str, call: Any) -> Any:
+    async def _translate(self, what: str, call: Awaitable[Any]) -> Any:
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self.deadline):
                 return await call
         except TimeoutError as exc:
             log.warning("stripe %s timed out", what)
@@ -207,6 +280,9 @@ class StripeGateway:
         except stripe.AuthenticationError as exc:
             log.error("stripe rejected our API key during %s", what)
             raise PaymentProviderError(UNREACHABLE, retryable=False) from exc
+        except stripe.CardError as exc:
+            log.info("stripe %s: card declined (%s, request %s)", what, exc.code, exc.request_id)
+            raise PaymentProviderError(DECLINED, retryable=False) from exc
         except stripe.StripeError as exc:
             log.error(
                 "stripe %s refused: %s %s (request %s)",
@@ -216,6 +292,21 @@ class StripeGateway:
                 exc.request_id,
             )
             raise PaymentProviderError(REFUSED, retryable=False) from exc
+
+    async def _list_all(
+        self, what: str, list_page: Callable[..., Awaitable[Any]], params: dict[str, Any]
+    ) -> list[Any]:
+        """Every item of a list, page by page (100 a page), each page a call of its own."""
+        items: list[Any] = []
+        page_params = {**params, "limit": 100}
+        for _ in range(MAX_PAGES):
+            page = await self._call(what, lambda: list_page(dict(page_params)))
+            items.extend(page.data)
+            if not page.has_more or not page.data:
+                return items
+            page_params["starting_after"] = page.data[-1].id
+        log.warning("stripe %s: stopped after %d pages (%d items)", what, MAX_PAGES, len(items))
+        return items
 
     @staticmethod
     def _gone(exc: BaseException, param: str) -> bool:
@@ -229,11 +320,12 @@ class StripeGateway:
     # --- customers ----------------------------------------------------------------------
 
     async def find_customers_by_email(self, email: str) -> list[StripeCustomer]:
+        """Customers whose email is exactly `email` (Stripe's filter is case-sensitive)."""
         client = self.require()
-        found = await self._call(
-            "customers.list", client.v1.customers.list_async({"email": email, "limit": 10})
+        found = await self._list_all(
+            "customers.list", client.v1.customers.list_async, {"email": email}
         )
-        return [_customer(c) for c in found.data]
+        return [_customer(c) for c in found]
 
     async def create_customer(
         self,
@@ -254,7 +346,7 @@ class StripeGateway:
             params["phone"] = phone
         created = await self._call(
             "customers.create",
-            client.v1.customers.create_async(
+            lambda: client.v1.customers.create_async(
                 params,  # type: ignore[arg-type]
                 {"idempotency_key": idempotency_key},
             ),
@@ -266,7 +358,7 @@ class StripeGateway:
         client = self.require()
         try:
             found = await self._call(
-                "customers.retrieve", client.v1.customers.retrieve_async(customer_id)
+                "customers.retrieve", lambda: client.v1.customers.retrieve_async(customer_id)
             )
         except PaymentProviderError as exc:
             if self._gone(exc, "id"):
@@ -286,7 +378,7 @@ class StripeGateway:
         try:
             updated = await self._call(
                 "customers.update",
-                client.v1.customers.update_async(customer_id, dict(params), options),  # type: ignore[arg-type]
+                lambda: client.v1.customers.update_async(customer_id, dict(params), options),  # type: ignore[arg-type]
             )
         except PaymentProviderError as exc:
             if self._gone(exc, "id"):
@@ -297,7 +389,9 @@ class StripeGateway:
     async def delete_customer(self, customer_id: str) -> None:
         client = self.require()
         try:
-            await self._call("customers.delete", client.v1.customers.delete_async(customer_id))
+            await self._call(
+                "customers.delete", lambda: client.v1.customers.delete_async(customer_id)
+            )
         except PaymentProviderError as exc:
             if not self._gone(exc, "id"):
                 raise
@@ -312,12 +406,11 @@ class StripeGateway:
         user_id: str,
         success_url: str,
         cancel_url: str,
-    ) -> CheckoutSessionCreated:
+        options: Mapping[str, Any] | None = None,
+    ) -> CheckoutSession:
         """No key of ours: the SDK gives each call one key that all its retries share.
-
-        A deterministic key would replay an old session (even for a customer deleted since)
-        for as long as Stripe keeps the key; two clicks making two open sessions is harmless.
-        """
+        `services.billing` keeps a user to one open session, so a second click reuses it.
+        `options` are further Checkout parameters (a plan's trial, promotion codes, tax)."""
         client = self.require()
         metadata = {"userId": user_id}
         params: dict[str, Any] = {
@@ -330,16 +423,46 @@ class StripeGateway:
             "success_url": success_url,
             "cancel_url": cancel_url,
         }
+        for key, value in (options or {}).items():
+            if isinstance(value, Mapping) and isinstance(params.get(key), dict):
+                params[key] = {**params[key], **value}
+            else:
+                params[key] = value
         try:
             session = await self._call(
                 "checkout.sessions.create",
-                client.v1.checkout.sessions.create_async(params),  # type: ignore[arg-type]
+                lambda: client.v1.checkout.sessions.create_async(params),  # type: ignore[arg-type]
             )
         except PaymentProviderError as exc:
             if self._gone(exc, "customer"):
                 raise CustomerGone(customer_id) from exc
             raise
-        return CheckoutSessionCreated(id=session.id, url=session.url)
+        return _checkout_session(session)
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutSession:
+        """The session as Stripe holds it now, and whether its customer was deleted."""
+        client = self.require()
+        session = await self._call(
+            "checkout.sessions.retrieve",
+            lambda: client.v1.checkout.sessions.retrieve_async(
+                session_id, {"expand": ["customer"]}
+            ),
+        )
+        return _checkout_session(session)
+
+    async def expire_checkout_session(self, session_id: str) -> None:
+        """Expire an open session; `NotOpen` when it already completed or expired."""
+        client = self.require()
+        try:
+            await self._call(
+                "checkout.sessions.expire",
+                lambda: client.v1.checkout.sessions.expire_async(session_id),
+            )
+        except PaymentProviderError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and cause.http_status == 400:
+                raise NotOpen(session_id) from exc
+            raise
 
     async def create_portal_session(
         self, *, customer_id: str, return_url: str, configuration: str | None
@@ -351,7 +474,7 @@ class StripeGateway:
         try:
             session = await self._call(
                 "billing_portal.sessions.create",
-                client.v1.billing_portal.sessions.create_async(params),  # type: ignore[arg-type]
+                lambda: client.v1.billing_portal.sessions.create_async(params),  # type: ignore[arg-type]
             )
         except PaymentProviderError as exc:
             if self._gone(exc, "customer"):
@@ -364,35 +487,90 @@ class StripeGateway:
         client = self.require()
         created = await self._call(
             "billing_portal.configurations.create",
-            client.v1.billing_portal.configurations.create_async(dict(params)),  # type: ignore[arg-type]
+            lambda: client.v1.billing_portal.configurations.create_async(dict(params)),  # type: ignore[arg-type]
         )
         configuration_id: str = created.id
         return configuration_id
 
     async def retrieve_price_product(self, price_id: str) -> str:
         client = self.require()
-        price = await self._call("prices.retrieve", client.v1.prices.retrieve_async(price_id))
+        price = await self._call(
+            "prices.retrieve", lambda: client.v1.prices.retrieve_async(price_id)
+        )
         product = price.product
         return product if isinstance(product, str) else str(product.id)
 
     # --- subscriptions ------------------------------------------------------------------
 
     async def list_subscriptions(self, customer_id: str) -> list[StripeSubscription]:
+        """Every subscription of the customer, in every status, each with what its latest
+        invoice had paid."""
         client = self.require()
-        found = await self._call(
+        found = await self._list_all(
             "subscriptions.list",
-            client.v1.subscriptions.list_async(
-                {"customer": customer_id, "status": "all", "limit": 100}
-            ),
+            client.v1.subscriptions.list_async,
+            {"customer": customer_id, "status": "all", "expand": ["data.latest_invoice"]},
         )
-        return [subscription_from_dict(s.to_dict()) for s in found.data]
+        return [subscription_from_dict(s.to_dict()) for s in found]
 
-    async def cancel_subscription(self, subscription_id: str) -> None:
+    async def cancel_subscription(
+        self, subscription_id: str, *, idempotency_key: str | None = None
+    ) -> None:
+        """Cancel at once; one already ended (or unknown to Stripe) counts as done."""
+        client = self.require()
+        options: stripe.RequestOptions = {}
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        try:
+            await self._call(
+                "subscriptions.cancel",
+                lambda: client.v1.subscriptions.cancel_async(subscription_id, {}, options),
+            )
+        except PaymentProviderError as exc:
+            cause = exc.__cause__
+            if self._gone(exc, "id"):
+                return
+            if isinstance(cause, stripe.InvalidRequestError) and "canceled" in str(cause):
+                return  # already canceled
+            raise
+
+    # --- payments -----------------------------------------------------------------------
+
+    async def invoice_payment_intents(self, invoice_id: str) -> list[str]:
+        """The PaymentIntents that paid the invoice (its `InvoicePayment`s, paid ones)."""
+        client = self.require()
+        found = await self._list_all(
+            "invoice_payments.list",
+            client.v1.invoice_payments.list_async,
+            {"invoice": invoice_id},
+        )
+        intents: list[str] = []
+        for payment in found:
+            data = _as_dict(payment)
+            if data.get("status") != "paid":
+                continue
+            intent = _id_of((data.get("payment") or {}).get("payment_intent"))
+            if intent:
+                intents.append(intent)
+        return intents
+
+    async def refund_payment_intent(
+        self, payment_intent_id: str, *, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Refund what remains of the payment, in full; one already refunded counts as done."""
         client = self.require()
         try:
             await self._call(
-                "subscriptions.cancel", client.v1.subscriptions.cancel_async(subscription_id)
+                "refunds.create",
+                lambda: client.v1.refunds.create_async(
+                    {"payment_intent": payment_intent_id, "metadata": dict(metadata)},
+                    {"idempotency_key": idempotency_key},
+                ),
             )
         except PaymentProviderError as exc:
-            if not self._gone(exc, "id"):
-                raise
+            cause = exc.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and cause.code in (
+                "charge_already_refunded",
+            ):
+                return
+            raise

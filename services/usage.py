@@ -1,7 +1,8 @@
 """Recording usage: the function the rest of a backend calls when a user consumes something.
 
     from services.usage import record_usage
-    await record_usage(conn, user_id, "api.requests", 3)
+    async with database.connection() as conn:     # a `databases` Database
+        await record_usage(conn, user_id, "api.requests", 3)
 
 Records show up newest first in `me.usageRecords` and in the user's data export.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import re
 
+from databases.core import Connection
+
 from db import usage as db_usage
-from db.connection import Connection
 from db.usage import UsageRecordRow
 from services.errors import BadUserInput, NotFound
 
@@ -36,10 +38,11 @@ def validate(metric: str, quantity: int) -> None:
 async def record_usage(
     conn: Connection, user_id: str, metric: str, quantity: int
 ) -> UsageRecordRow:
-    """Store one usage record; `BadUserInput` for a bad metric or quantity, `NotFound` for a
-    user we do not have (never provisioned, or deleted)."""
+    """Store one usage record on `conn`, a `databases` connection (inside the caller's
+    transaction if it has one); `BadUserInput` for a bad metric or quantity, `NotFound` for
+    a user we do not have (never provisioned, or deleted)."""
     validate(metric, quantity)
-    record = await db_usage.insert(conn, user_id, metric, quantity)
+    record = await db_usage.insert(conn.raw_connection, user_id, metric, quantity)
     if record is None:
         raise NotFound(f"No user {user_id!r} to record usage for.")
     return record

@@ -262,13 +262,23 @@ async def test_the_spa_signs_in_edits_subscribes_and_deletes(
     assert page.url == f"{spa_url}/billing"  # the session_id is dropped from the address
     await tab.shot("spa-after-checkout")
 
-    # The Billing Portal, and back.
+    # The Billing Portal: cancel at the period's end there, and back: "ends on …".
     await page.click("#portal")
     await page.wait_for_url(f"{fake_stripe.url}/p/session/**")
     assert await page.title() == "Fake Stripe Billing Portal"
+    [subscription] = fake_stripe.subscriptions.values()
+    canceled = fake_stripe.portal_cancel(subscription["id"])
+    ends = await page.evaluate(
+        "(s) => new Date(s * 1000).toLocaleDateString()", canceled["cancel_at"]
+    )
     await page.click("#return")
     await page.wait_for_url(f"{spa_url}/billing")
     await expect(page.locator(".message.info").first).to_contain_text("billing portal")
+    await expect(page.locator("#plan-detail")).to_contain_text(f"ends on {ends}")
+    await expect(page.locator("#subscriptions li")).to_have_count(1)
+    await expect(page.locator("#subscriptions li").first).to_contain_text(f"Pro · ends on {ends}")
+    await expect(page.locator("#checkout")).to_be_hidden()  # paid until then
+    await tab.shot("spa-cancellation-scheduled")
 
     # Delete, after a typed confirmation.
     await page.click("#delete")

@@ -81,13 +81,20 @@ async def test_checkout_creates_a_customer_and_a_subscription_session(
 
 
 async def test_a_returning_user_reuses_their_customer(
-    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    pg: asyncpg.Connection,
 ) -> None:
     bearer = token("u1")
-    await checkout(client, bearer)
+    first = (await checkout(client, bearer))["data"]["createCheckoutSession"]["id"]
+    # A day later Stripe has expired the session unpaid; the user comes back.
+    fake_stripe.expire_checkout(first)
+    await pg.execute("UPDATE checkout_sessions SET expires_at = now() - interval '1 second'")
     fake_stripe.reset_requests()
     body = await checkout(client, bearer)
     assert "errors" not in body
+    assert body["data"]["createCheckoutSession"]["id"] != first
     assert [(r.method, r.path) for r in fake_stripe.requests] == [("POST", "/v1/checkout/sessions")]
     assert len(fake_stripe.customers) == 1
 

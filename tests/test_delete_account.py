@@ -109,6 +109,14 @@ async def make_account(
         user_id,
         subscription["active"],
     )
+    await pg.execute(  # the paid checkout that started it
+        "INSERT INTO checkout_sessions (id, user_id, stripe_customer_id, plan_id, price_id, "
+        "status, expires_at) VALUES ($1, $2, $3, 'PRO', $4, 'complete', now())",
+        f"cs_test_of_{user_id}",
+        user_id,
+        customer["id"],
+        pro_price,
+    )
     fake_stripe.reset_requests()
     return Account(
         user_id,
@@ -132,6 +140,8 @@ def expected_calls(account: Account, *, from_stripe: bool) -> list[tuple[str, st
     ]
     if from_stripe:
         calls.append(("DELETE", f"/v1/customers/{account.customer_id}"))
+    else:  # the kept customer is released: never adopted or linked again
+        calls.append(("POST", f"/v1/customers/{account.customer_id}"))
     return calls
 
 
@@ -169,7 +179,13 @@ async def test_deleting_an_account_cancels_its_subscriptions_and_erases_its_rows
     assert "billing history stays" in result["message"]
     assert stripe_calls(fake_stripe) == expected_calls(account, from_stripe=False)
     listing = fake_stripe.requests[1]
-    assert listing.params == {"customer": account.customer_id, "status": "all", "limit": "100"}
+    assert listing.params == {
+        "customer": account.customer_id,
+        "status": "all",
+        "limit": "100",
+        "expand": ["data.latest_invoice"],
+    }
+    assert fake_stripe.requests[-1].params == {"metadata": {"userId": "", "accountDeleted": "true"}}
     subscriptions = fake_stripe.subscriptions
     assert all(subscriptions[sub]["status"] == "canceled" for sub in account.live)
     assert subscriptions[account.ended[1]]["status"] == "incomplete_expired"

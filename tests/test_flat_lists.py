@@ -13,7 +13,7 @@ import httpx
 from graphql import execute, parse
 from starlette.requests import Request
 
-from app.context import Context, Runtime
+from app.context import Context, Runtime, resolve_caller
 from app.execution import FlatListExecutor
 from schema.root import build_schema
 from tests.helpers import gql
@@ -44,7 +44,7 @@ query($withTime: Boolean!) {
 """
 
 
-def request_context(runtime: Runtime, bearer: str) -> Context:
+async def request_context(runtime: Runtime, bearer: str) -> Context:
     """The context the endpoint would build for a POST with this bearer token."""
     scope: dict[str, Any] = {
         "type": "http",
@@ -54,7 +54,8 @@ def request_context(runtime: Runtime, bearer: str) -> Context:
         "query_string": b"",
         "state": {"runtime": runtime, "request_id": "r"},
     }
-    return Context(runtime, Request(scope))
+    caller = await resolve_caller(runtime, f"Bearer {bearer}")
+    return Context(runtime, Request(scope), caller=caller)
 
 
 async def test_the_flat_path_matches_graphql_cores_executor(
@@ -91,7 +92,7 @@ async def test_the_flat_path_matches_graphql_cores_executor(
     document = parse(QUERY)
     results = []
     for executor_class in (None, FlatListExecutor):
-        ctx = request_context(runtime, bearer)
+        ctx = await request_context(runtime, bearer)
         try:
             result = await execute(
                 schema,
@@ -101,7 +102,7 @@ async def test_the_flat_path_matches_graphql_cores_executor(
                 executor_class=executor_class,
             )  # type: ignore[misc]
         finally:
-            await ctx.close()
+            ctx.close()
         results.append((result.data, result.errors))
     assert results[0] == results[1]
     assert results[1][1] is None
@@ -123,12 +124,12 @@ async def test_an_answered_request_leaves_nothing_for_the_garbage_collector(
     gc.collect()
     gc.disable()
     try:
-        context = request_context(runtime, bearer)
+        context = await request_context(runtime, bearer)
         result = await execute(
             schema, document, context_value=context, executor_class=FlatListExecutor
         )  # type: ignore[misc]
         assert result.errors is None, result.errors
-        await context.close()
+        context.close()
         gone = weakref.ref(context)
         del context, result
         assert gone() is None

@@ -449,3 +449,37 @@ async def test_a_null_variable_for_an_argument_that_may_not_be_null_is_bad_input
         token=token(),
     )
     assert error_codes(body) == ["BAD_USER_INPUT"]
+
+
+async def test_a_client_gone_before_its_body_arrived_is_no_error(app: ASGIApp) -> None:
+    """It went away (or was dropped as too slow, app.slow_clients): there is no one to
+    answer, and nothing for the server to log as an exception in the application."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"query": "{ pl', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+    assert messages == []  # the body was read up to the disconnect
+    assert sent == []

@@ -202,7 +202,7 @@ class TestSaturatedPool:
         release = asyncio.Event()
 
         async def hold_the_only_connection() -> None:
-            async with runtime.database.connection() as conn:
+            async with runtime.pool.database.connection() as conn:
                 await conn.execute("SELECT 1")
                 held.set()
                 await release.wait()

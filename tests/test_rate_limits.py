@@ -75,7 +75,7 @@ async def test_checkouts_beyond_the_limit_are_refused_without_asking_stripe(
     assert 29 <= retry_after <= 30  # 2 a minute: the next one is due 30 s after the first
     assert body["data"] is None
     assert fake_stripe.requests == []
-    assert len(fake_stripe.checkout_sessions) == 2
+    assert len(fake_stripe.checkout_sessions) == 1  # the second returned the open one
     assert await pg.fetchval("SELECT count(*) FROM customers") == 1
 
 
@@ -247,7 +247,7 @@ class TestConcurrency:
 
         outcomes = sorted(error_codes(body)[0] if "errors" in body else "ok" for body in bodies)
         assert outcomes == ["RATE_LIMITED"] * 15 + ["ok"] * 5
-        assert await pg.fetchval("SELECT count(*) FROM rate_limits") == 1
+        assert await pg.fetchval("SELECT count(*) FROM rate_limits WHERE bucket = 'stripe'") == 1
 
 
 async def test_the_allowance_comes_back_once_the_hint_has_passed(
@@ -272,6 +272,7 @@ class TestZeroTurnsLimitsOff:
     @pytest.fixture
     def limits(self) -> dict[str, int]:
         return {
+            "rate_limit_requests_per_minute": 0,
             "rate_limit_stripe_per_minute": 0,
             "rate_limit_export_per_hour": 0,
             "rate_limit_delete_per_hour": 0,
@@ -288,7 +289,7 @@ class TestZeroTurnsLimitsOff:
         assert await pg.fetchval("SELECT count(*) FROM rate_limits") == 0
 
 
-async def test_reading_the_profile_plans_and_editing_the_profile_are_not_limited(
+async def test_reading_the_profile_plans_and_editing_the_profile_count_as_requests_only(
     client: httpx.AsyncClient, token: Callable[..., str], pg: asyncpg.Connection
 ) -> None:
     bearer = token("ada")
@@ -296,7 +297,48 @@ async def test_reading_the_profile_plans_and_editing_the_profile_are_not_limited
         assert "errors" not in await gql(client, "{ me { id } plans { id } }", token=bearer)
         update = "mutation($n: String) { updateProfile(input: {firstName: $n}) { firstName } }"
         assert "errors" not in await gql(client, update, {"n": f"Ada {n}"}, token=bearer)
-    assert await pg.fetchval("SELECT count(*) FROM rate_limits") == 0
+    buckets = await pg.fetch("SELECT user_id, bucket FROM rate_limits")
+    assert [tuple(row) for row in buckets] == [("ada", "request")]
+
+
+class TestRequestLimit:
+    @pytest.fixture
+    def limits(self) -> dict[str, int]:
+        return {"rate_limit_requests_per_minute": 3}
+
+    async def test_every_authenticated_request_counts_and_public_ones_never(
+        self, client: httpx.AsyncClient, token: Callable[..., str], pg: asyncpg.Connection
+    ) -> None:
+        bearer = token("ada")
+        assert "errors" not in await gql(client, "{ me { id } }", token=bearer)
+        update = 'mutation { updateProfile(input: {firstName: "Ada"}) { firstName } }'
+        assert "errors" not in await gql(client, update, token=bearer)
+        assert (await client.get("/account/export", headers=auth(bearer))).status_code == 200
+
+        body = await gql(client, "{ me { id } }", token=bearer)
+        _, retry_after = refusal_of_requests(body)
+        assert 19 <= retry_after <= 20  # 3 a minute: the next one is due 20 s after the first
+        download = await client.get("/account/export", headers=auth(bearer))
+        assert download.status_code == 429
+        # `plans` alone needs no token and counts against nobody.
+        for _ in range(5):
+            assert "errors" not in await gql(client, "{ plans { id } }", token=bearer)
+        # Another user is not affected.
+        assert "errors" not in await gql(client, "{ me { id } }", token=token("bob"))
+        assert await pg.fetchval("SELECT count(*) FROM users WHERE id = 'ada'") == 1
+
+
+def auth(bearer: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {bearer}"}
+
+
+def refusal_of_requests(body: dict[str, Any]) -> tuple[str, int]:
+    assert error_codes(body) == ["RATE_LIMITED"], body
+    [error] = body["errors"]
+    match = re.fullmatch(r"Too many requests; try again in (\d+) seconds?\.", error["message"])
+    assert match, error["message"]
+    assert int(match.group(1)) == error["extensions"]["retryAfter"]
+    return "requests", int(match.group(1))
 
 
 async def test_state_that_no_longer_limits_anyone_is_purged(
@@ -313,5 +355,5 @@ async def test_state_that_no_longer_limits_anyone_is_purged(
 
     assert await runtime.worker.purge_rate_limits() == 1
 
-    rows = await pg.fetch("SELECT user_id, bucket FROM rate_limits")
-    assert [tuple(row) for row in rows] == [("ada", "stripe")]
+    rows = await pg.fetch("SELECT user_id, bucket FROM rate_limits ORDER BY bucket")
+    assert [tuple(row) for row in rows] == [("ada", "request"), ("ada", "stripe")]

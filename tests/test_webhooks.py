@@ -378,7 +378,7 @@ async def test_an_event_before_the_link_exists_links_through_our_metadata(
     }
 
 
-async def test_an_event_that_cannot_be_linked_yet_is_retried_not_dropped(
+async def test_a_strangers_events_are_ignored_at_once_not_retried(
     client: httpx.AsyncClient,
     token: Callable[..., str],
     fake_stripe: FakeStripe,
@@ -386,25 +386,19 @@ async def test_an_event_that_cannot_be_linked_yet_is_retried_not_dropped(
     pg: asyncpg.Connection,
     pro_price: str,
 ) -> None:
+    """A customer created outside the app (a Payment Link, the Dashboard): no link, no
+    session of ours, no `metadata.userId`. Once Stripe confirms that, its events are
+    ignored with the reason, not retried 15 times into `failed`."""
     customer = fake_stripe.add_customer(email="late@example.com")
     subscription = fake_stripe.create_subscription(customer["id"], pro_price)
-    event = fake_stripe.event("customer.subscription.created", subscription)
-    await deliver(client, event)
-    await runtime.worker.drain()
-    [row] = await stored(pg)
-    assert (row["status"], row["attempts"]) == ("pending", 1)
-    assert "not linked" in row["last_error"]
-
-    # The link appears (here: the customer is adopted on checkout), and the retry applies it.
-    await gql(client, "{ me { id } }", token=token("late", email="late@example.com"))
-    await pg.execute(
-        "INSERT INTO customers (user_id, stripe_customer_id) VALUES ('late', $1)", customer["id"]
-    )
-    await pg.execute("UPDATE stripe_events SET next_attempt_at = now()")
-    await runtime.worker.drain()
-    [row] = await stored(pg)
-    assert (row["status"], row["attempts"]) == ("processed", 2)
-    assert await pg.fetchval("SELECT plan_id FROM subscriptions WHERE user_id = 'late'") == "PRO"
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    invoice = fake_stripe.invoices[subscription["latest_invoice"]]
+    await deliver(client, fake_stripe.event("invoice.paid", invoice))
+    assert await runtime.worker.drain() == 2
+    rows = await stored(pg)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("ignored", 1), ("ignored", 1)]
+    assert {r["last_error"] for r in rows} == {"a customer this service did not create or link"}
+    assert await pg.fetchval("SELECT count(*) FROM customers") == 0
 
 
 async def test_a_database_failure_mid_processing_is_retried(
@@ -568,7 +562,7 @@ async def test_two_workers_process_every_event_exactly_once(
                 "customer.deleted", {"id": customer_id, "object": "customer", "deleted": True}
             ),
         )
-    other = Worker(runtime.database, runtime.stripe, runtime.plans)
+    other = Worker(runtime.pool, runtime.stripe, runtime.plans)
     handled = await asyncio.gather(runtime.worker.drain(), other.drain())
     assert sum(handled) >= 5
     assert {r["status"] for r in await stored(pg)} == {"processed"}
@@ -604,3 +598,56 @@ async def test_an_echo_of_an_older_push_does_not_undo_an_edit_still_waiting_to_b
     me = await gql(client, "{ me { firstName } }", token=bearer)
     assert event["status"] == "pending"
     assert me["data"]["me"]["firstName"] == "Second"
+
+
+# --- whatever Stripe signs is stored ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A NUL in a string: PostgreSQL's jsonb refuses it.
+        b'{"id": "evt_nul", "object": "event", "type": "customer.updated", "created": 1700000000,'
+        b' "data": {"object": {"id": "cus_1", "object": "customer", "name": "A\\u0000B"}}}',
+        # A lone surrogate: not valid Unicode text anywhere but in JSON's escapes.
+        b'{"id": "evt_surrogate", "object": "event", "type": "customer.updated",'
+        b' "created": 1700000000, "data": {"object": {"id": "cus_1", "name": "\\ud800"}}}',
+        # A byte-order mark before the JSON.
+        b'\xef\xbb\xbf{"id": "evt_bom", "object": "event", "type": "product.created",'
+        b' "created": 1700000000, "data": {"object": {"id": "prod_1"}}}',
+        # A `created` that is no usable time, as a float and as an int.
+        b'{"id": "evt_float", "object": "event", "type": "customer.updated", "created": 1e20,'
+        b' "data": {"object": {"id": "cus_1", "object": "customer"}}}',
+        b'{"id": "evt_huge", "object": "event", "type": "customer.updated",'
+        b' "created": 100000000000000000000, "data": {"object": {"id": "cus_1"}}}',
+    ],
+    ids=["nul", "lone-surrogate", "bom", "created-float", "created-huge"],
+)
+async def test_any_signed_event_is_stored_byte_for_byte_then_finished(
+    client: httpx.AsyncClient, runtime: Runtime, pg: asyncpg.Connection, body: bytes
+) -> None:
+    response = await deliver(client, body)
+    assert response.status_code == 200, response.text
+    assert (await deliver(client, body)).json() == {"received": True, "duplicate": True}
+    assert await pg.fetchval("SELECT payload FROM stripe_events") == body
+    await runtime.worker.drain()
+    status, reason = await pg.fetchrow("SELECT status, last_error FROM stripe_events")
+    assert status == "ignored", reason  # none of them is about a customer of ours
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9" * 5000, "²", "1e3", "-5", " "],
+    ids=["5000-digits", "superscript-two", "exponent", "negative", "blank"],
+)
+async def test_a_malformed_signature_timestamp_is_400(
+    client: httpx.AsyncClient, fake_stripe: FakeStripe, pg: asyncpg.Connection, timestamp: str
+) -> None:
+    event = fake_stripe.event("product.created", {"id": "prod_1", "object": "product"})
+    response = await client.post(
+        "/webhooks/stripe",
+        content=json.dumps(event).encode(),
+        headers={b"Stripe-Signature": f"t={timestamp},v1={'0' * 64}".encode("latin-1")},
+    )
+    assert response.status_code == 400
+    assert await stored(pg) == []

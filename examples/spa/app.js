@@ -258,8 +258,25 @@ function show(signedIn) {
 }
 
 function planName(planId) {
+  if (planId === "custom") return "Custom plan";
   const plan = state.plans.find((p) => p.id === planId);
   return plan ? plan.name : planId;
+}
+
+function day(iso) {
+  return new Date(iso).toLocaleDateString();
+}
+
+// "ends on …" when a cancellation is scheduled (from the SPA, the portal or the Dashboard),
+// else "renews on …"; a trial says when it ends.
+function timeline(sub) {
+  const parts = [];
+  if (sub.trialEnd && sub.status === "TRIALING") parts.push(`trial until ${day(sub.trialEnd)}`);
+  if (sub.cancelAt) parts.push(`ends on ${day(sub.cancelAt)}`);
+  else if (sub.currentPeriodEnd && !["CANCELED", "INCOMPLETE_EXPIRED"].includes(sub.status)) {
+    parts.push(`renews on ${day(sub.currentPeriodEnd)}`);
+  }
+  return parts;
 }
 
 function money(plan) {
@@ -288,10 +305,7 @@ function renderAccount() {
   const details = [];
   const plan = state.plans.find((p) => p.id === planId);
   if (plan && money(plan)) details.push(money(plan));
-  if (sub && sub.currentPeriodEnd) {
-    const when = new Date(sub.currentPeriodEnd).toLocaleDateString();
-    details.push(sub.cancelAtPeriodEnd ? `ends ${when}` : `renews ${when}`);
-  }
+  if (sub) details.push(...timeline(sub));
   if (!sub) details.push("no billing account yet");
   $("plan-detail").textContent = details.join(" · ");
   const status = sub ? sub.status : "FREE";
@@ -303,6 +317,22 @@ function renderAccount() {
   $("checkout").hidden = Boolean(subscribed);
   $("checkout").textContent = pro && money(pro) ? `Upgrade to ${pro.name} (${money(pro)})` : "Upgrade to Pro";
   $("portal").hidden = !me.customer;
+
+  // Every subscription of the customer, the one that matters first (the API's order).
+  const subs = $("subscriptions");
+  subs.replaceChildren();
+  for (const one of me.subscriptions) {
+    const item = document.createElement("li");
+    item.dataset.subscription = one.stripeSubscriptionId || "";
+    const badge = document.createElement("span");
+    badge.className = `badge ${tone[one.status] || "neutral"}`;
+    badge.textContent = one.status;
+    const text = document.createElement("span");
+    text.textContent = [planName(one.planId), ...timeline(one)].join(" · ");
+    item.append(text, " ", badge);
+    subs.append(item);
+  }
+  subs.hidden = !me.subscriptions.length;
 
   const list = $("notifications");
   list.replaceChildren();

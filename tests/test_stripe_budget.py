@@ -1,0 +1,145 @@
+"""Stripe's rate limit, kept by every process together; no connection waits on Stripe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.context import Runtime
+from app.main import create_app
+from app.settings import Settings
+from tests.fakes.stripe import FakeStripe
+from tests.helpers import error_codes, gql, link_customer, sign_up
+
+SYNC = "mutation { syncSubscription { planId status } }"
+
+
+@pytest.fixture
+def settings_overrides(stripe_settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **stripe_settings,
+        "stripe_max_requests_per_second": 4,
+        "stripe_max_network_retries": 0,
+    }
+
+
+@pytest.fixture
+async def two_processes(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two apps on one database, each with its own pool, as two server processes would be."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            manager = await stack.enter_async_context(LifespanManager(create_app(settings)))
+            transport = httpx.ASGITransport(app=manager.app)
+            clients.append(
+                await stack.enter_async_context(
+                    httpx.AsyncClient(transport=transport, base_url="http://testserver")
+                )
+            )
+        yield clients
+
+
+async def test_calls_beyond_the_budget_wait_their_turn_across_processes(
+    two_processes: list[httpx.AsyncClient],
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    pg: asyncpg.Connection,
+) -> None:
+    users = [f"u{n}" for n in range(12)]
+    for n, user in enumerate(users):
+        await sign_up(two_processes[n % 2], token(user))
+        await link_customer(pg, fake_stripe, user, paid=False)
+    fake_stripe.reset_requests()
+
+    started = time.monotonic()
+    bodies = await asyncio.gather(
+        *(gql(two_processes[n % 2], SYNC, token=token(user)) for n, user in enumerate(users))
+    )
+    elapsed = time.monotonic() - started
+
+    assert all("errors" not in body for body in bodies), bodies
+    assert len(fake_stripe.requests_to("GET", "/v1/subscriptions")) == 12
+    # 4 a second with a burst of 4: the last 8 calls waited at least 2 s for their turns.
+    assert elapsed >= 2 * 0.9
+
+
+async def test_a_429_from_stripe_holds_every_process_back(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    pg: asyncpg.Connection,
+) -> None:
+    bearer = token("ada")
+    await sign_up(client, bearer)
+    await link_customer(pg, fake_stripe, "ada", paid=False)
+    fake_stripe.fail_next(1, status=429, path="/v1/subscriptions")
+
+    body = await gql(client, SYNC, token=bearer)
+
+    assert error_codes(body) == ["PAYMENT_PROVIDER_ERROR"]
+    assert body["errors"][0]["extensions"]["retryable"] is True
+    held_for = await pg.fetchval(
+        "SELECT extract(epoch FROM tat - clock_timestamp()) FROM rate_limits "
+        "WHERE user_id = '' AND bucket = 'stripe-api'"
+    )
+    assert held_for > 0.5
+
+
+class TestAHangingStripe:
+    """Stripe hangs while one user sends a dozen Stripe-backed calls at once: no pool
+    connection is held meanwhile, so another user is served as usual."""
+
+    @pytest.fixture
+    def settings_overrides(self, stripe_settings: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **stripe_settings,
+            "db_pool_min_size": 1,
+            "db_pool_max_size": 2,
+            "db_acquire_timeout_seconds": 0.5,
+            "stripe_timeout_seconds": 3.0,
+            "stripe_max_network_retries": 0,
+            "rate_limit_stripe_per_minute": 100,
+        }
+
+    async def test_another_user_is_served_while_one_waits_on_stripe(
+        self,
+        client: httpx.AsyncClient,
+        token: Callable[..., str],
+        fake_stripe: FakeStripe,
+        runtime: Runtime,
+        pg: asyncpg.Connection,
+    ) -> None:
+        waiting = token("waiting")
+        await sign_up(client, waiting)
+        await link_customer(pg, fake_stripe, "waiting", paid=False)
+        other = token("other")
+        await sign_up(client, other)
+        fake_stripe.latency = 1.5
+
+        calls = [
+            asyncio.create_task(gql(client, SYNC, token=waiting)),
+            *(
+                asyncio.create_task(
+                    gql(client, "mutation { createPortalSession { url } }", token=waiting)
+                )
+                for _ in range(5)
+            ),
+            *(asyncio.create_task(gql(client, SYNC, token=waiting)) for _ in range(6)),
+        ]
+        await asyncio.sleep(0.3)  # all twelve are waiting on Stripe now
+        assert runtime.pool.in_use == 0
+        answers = [await gql(client, "{ me { id } }", token=other) for _ in range(20)]
+        assert all(a == {"data": {"me": {"id": "other"}}} for a in answers), answers
+
+        bodies = await asyncio.gather(*calls)
+        assert all("errors" not in body for body in bodies), bodies
+        # Concurrent syncs of one user share one read.
+        assert len(fake_stripe.requests_to("GET", "/v1/subscriptions")) == 1
