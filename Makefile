@@ -55,10 +55,12 @@ check: lint typecheck test
 schema: $(VENV)/.synced
 	$(PY) -m app export-schema > schema.graphql
 
-# The issue-7 targets (needs wrk: `apt-get install wrk`); bench.checkout, bench.webhooks and
-# bench.export measure single features in more detail.
+# The targets against a bare reference, then the renewal-wave burst (both need wrk:
+# `apt-get install wrk`); bench.checkout, bench.webhooks and bench.export measure single
+# features in more detail.
 bench: $(VENV)/.synced
 	$(PY) -m bench.run
+	$(PY) -m bench.burst
 
 # A bounded soak (about 60 s of load, then the drain): two servers, a flaky fake Stripe, one
 # PostgreSQL restart; non-zero exit if anything was lost or doubled. SOAK_ARGS="--seconds 300"

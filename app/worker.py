@@ -19,15 +19,20 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from db import events as db_events
 from db import jobs as db_jobs
-from db.connection import Pool
+from db.connection import Pool, PoolExhausted
 from services import duplicates, profile, rate_limits, webhooks
 from services.metrics import Metrics
 from services.plans import PlanCatalog
 from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
+
+RECORDING_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,6 @@ class Worker:
         return handled
 
     async def _process_events(self, events: list[db_events.EventRecord]) -> None:
-        within = self._settings.acquire_seconds
         try:
             outcomes = await webhooks.process(self._pool, self._stripe, self._plans, events)
             async with self._pool.transaction() as pg:
@@ -160,33 +164,41 @@ class Worker:
                 self._count_event(event.type, outcomes[event.id].status)
         except Exception as exc:
             quiet = isinstance(exc, webhooks.EXPECTED_FAILURES)
-            # On a connection of its own: the failure may have been a connection dying, and
-            # the events must not sit out their whole lease before anyone retries them.
-            async with self._pool.connection(within) as pg:
-                for event in events:
-                    give_up = event.attempts >= self._settings.max_event_attempts
-                    log.log(
-                        logging.WARNING if quiet else logging.ERROR,
-                        "event %s (%s) attempt %d failed: %s%s",
-                        event.id,
-                        event.type,
-                        event.attempts,
-                        _describe(exc),
-                        "; giving up, replay it with `python -m app events --replay`"
-                        if give_up
-                        else "",
-                        exc_info=not quiet and event is events[0],
-                    )
-                    delay = backoff(
-                        event.attempts, self._settings.backoff_base, self._settings.backoff_cap
-                    )
-                    await db_events.retry_later(
-                        pg, event.id, _describe(exc), delay, give_up=give_up
-                    )
-                    self._count_event(event.type, "failed" if give_up else "retry")
+            for event in events:
+                give_up = event.attempts >= self._settings.max_event_attempts
+                log.log(
+                    logging.WARNING if quiet else logging.ERROR,
+                    "event %s (%s) attempt %d failed: %s%s",
+                    event.id,
+                    event.type,
+                    event.attempts,
+                    _describe(exc),
+                    "; giving up, replay it with `python -m app events --replay`"
+                    if give_up
+                    else "",
+                    exc_info=exc if not quiet and event is events[0] else None,
+                )
+            # Retried while the database comes back: the failure may have been the database
+            # going away, and the events must not sit out their whole lease before anyone
+            # retries them.
+            async for attempt in _recording():
+                with attempt:
+                    async with self._pool.connection(self._settings.acquire_seconds) as pg:
+                        for event in events:
+                            give_up = event.attempts >= self._settings.max_event_attempts
+                            delay = backoff(
+                                event.attempts,
+                                self._settings.backoff_base,
+                                self._settings.backoff_cap,
+                            )
+                            await db_events.retry_later(
+                                pg, event.id, _describe(exc), delay, give_up=give_up
+                            )
+            for event in events:
+                give_up = event.attempts >= self._settings.max_event_attempts
+                self._count_event(event.type, "failed" if give_up else "retry")
 
     async def _run_job(self, job: db_jobs.JobRecord) -> None:
-        within = self._settings.acquire_seconds
         try:
             pushed_email = None
             if job.kind == db_jobs.PROFILE_SYNC:
@@ -197,8 +209,10 @@ class Worker:
                 )
             else:
                 log.error("job %s of unknown kind %r dropped", job.id, job.kind)
-            async with self._pool.connection(within) as pg:
-                await db_jobs.complete(pg, job, pushed_email=pushed_email)
+            async for attempt in _recording():
+                with attempt:
+                    async with self._pool.connection(self._settings.acquire_seconds) as pg:
+                        await db_jobs.complete(pg, job, pushed_email=pushed_email)
         except Exception as exc:
             # Never given up: the user's edit must reach Stripe once Stripe is back.
             delay = backoff(job.attempts, self._settings.backoff_base, self._settings.backoff_cap)
@@ -209,8 +223,10 @@ class Worker:
                 job.attempts,
                 _describe(exc),
             )
-            async with self._pool.connection(within) as pg:
-                await db_jobs.retry_later(pg, job, _describe(exc), delay)
+            async for attempt in _recording():
+                with attempt:
+                    async with self._pool.connection(self._settings.acquire_seconds) as pg:
+                        await db_jobs.retry_later(pg, job, _describe(exc), delay)
             if self._metrics is not None:
                 self._metrics.job_failures.labels(job.kind).inc()
 
@@ -218,6 +234,17 @@ class Worker:
         if self._metrics is not None:
             label = event_type if event_type in webhooks.HANDLED else "other"
             self._metrics.webhook_events.labels(label, outcome).inc()
+
+
+def _recording() -> AsyncRetrying:
+    """Recording an item's outcome: retried for a while (the database restarting takes a
+    moment), else the item waits for its lease to end."""
+    return AsyncRetrying(
+        stop=stop_after_delay(RECORDING_SECONDS),
+        wait=wait_exponential(multiplier=0.1, max=2),
+        retry=retry_if_exception_type((OSError, asyncpg.PostgresError, PoolExhausted)),
+        reraise=True,
+    )
 
 
 def _describe(exc: BaseException) -> str:

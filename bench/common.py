@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -180,6 +182,30 @@ def server_process(env: Mapping[str, str]) -> Iterator[str]:
     """`python -m app serve` on a free port; yields its base URL once `/readyz` answers."""
     with server_processes(env) as [server]:
         yield server.base
+
+
+def pin(pid: int) -> None:
+    """Keep a process (all its threads) on core 0; the load generator takes core 1."""
+    if shutil.which("taskset"):
+        subprocess.run(["taskset", "-apc", "0", str(pid)], capture_output=True, check=False)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pid_of(base: str) -> int:
+    """The process listening on the base URL's port."""
+    port = base.rsplit(":", 1)[1]
+    out = subprocess.run(
+        ["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout
+    found = re.search(r"pid=(\d+)", out)
+    assert found is not None, out
+    return int(found.group(1))
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -2,10 +2,12 @@
 
 Each route does the same SQL as the API path it stands beside, and nothing else:
 
-- `POST /bare/me`: read the JSON body, SELECT the user row, answer it as JSON;
+- `POST /bare/me`: read the JSON body, count the request against the user's limit and
+  SELECT the user row in one statement (the API's), answer it as JSON;
 - `GET /bare/plans`: a constant JSON document;
-- `POST /bare/webhook`: read the body, take id/type/created from it, INSERT … ON CONFLICT;
-- `GET /bare/export`: the export's reads (user, customer, subscription, 1,000 usage rows).
+- `POST /bare/webhook`: read the body, take id/type/created/customer from it, INSERT the
+  bytes … ON CONFLICT;
+- `GET /bare/export`: the export's reads (user, customer, subscriptions, 1,000 usage rows).
 
     .venv/bin/python -m bench.reference  (DATABASE_URL and PORT in the environment)
 """
@@ -26,6 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from db.events import INSERT_SQL
+from db.export import CUSTOMER_SQL, SUBSCRIPTION_SQL, USAGE_SQL, USER_SQL
+from db.users import GET_COUNTING_SQL
+from services.rate_limits import Bucket
+
 PLANS = [
     {
         "id": "free",
@@ -44,7 +51,11 @@ PLANS = [
         "interval": None,
     },
 ]
-USER_SQL = "SELECT id, email, email_verified, first_name, last_name, phone FROM users WHERE id = $1"
+# The API's own statements, so both sides do the same SQL.
+ME_SQL = GET_COUNTING_SQL
+WEBHOOK_SQL = INSERT_SQL.replace("INSERT INTO stripe_events", "INSERT INTO bare_events")
+# The request limit the bench configures: counted on every request, never refusing one.
+REQUESTS = Bucket("request", "", 1_000_000_000, 60)
 
 
 def create_reference(database_url: str) -> Starlette:
@@ -60,8 +71,17 @@ def create_reference(database_url: str) -> Starlette:
 
     async def me(request: Request) -> JSONResponse:
         body = json.loads(await request.body())
-        row = await pool["pool"].fetchrow(USER_SQL, body["variables"]["id"])
-        return JSONResponse({"data": {"me": dict(row) if row else None}})
+        row = await pool["pool"].fetchrow(
+            ME_SQL,
+            body["variables"]["id"],
+            REQUESTS.name,
+            REQUESTS.emission,
+            REQUESTS.tolerance,
+            1,
+        )
+        profile = ("id", "email", "email_verified", "first_name", "last_name", "phone")
+        user = None if row["id"] is None else {k: row[k] for k in profile}
+        return JSONResponse({"data": {"me": user}})
 
     async def plans(request: Request) -> Response:
         return JSONResponse({"data": {"plans": PLANS}})
@@ -69,15 +89,14 @@ def create_reference(database_url: str) -> Starlette:
     async def webhook(request: Request) -> JSONResponse:
         body = await request.body()
         event = json.loads(body)
+        data = event["data"]["object"]
         inserted = await pool["pool"].fetchval(
-            """
-            INSERT INTO bare_events (id, type, created_at, payload) VALUES ($1, $2, $3, $4::jsonb)
-            ON CONFLICT (id) DO NOTHING RETURNING true
-            """,
+            WEBHOOK_SQL,
             event["id"],
             event["type"],
             datetime.fromtimestamp(event["created"], UTC),
-            body.decode(),
+            body,
+            data.get("customer") or data.get("id"),
         )
         return JSONResponse({"received": True, "duplicate": inserted is None})
 
@@ -88,20 +107,9 @@ def create_reference(database_url: str) -> Starlette:
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             user = await conn.fetchrow(USER_SQL, user_id)
-            customer = await conn.fetchrow(
-                "SELECT stripe_customer_id, email, name, phone, created_at FROM customers WHERE user_id = $1",
-                user_id,
-            )
-            subscription = await conn.fetchrow(
-                "SELECT plan_id, status, stripe_subscription_id, price_id, cancel_at_period_end,"
-                " current_period_end, updated_at FROM subscriptions WHERE user_id = $1",
-                user_id,
-            )
-            usage = await conn.fetch(
-                "SELECT id, metric, quantity, created_at FROM usage_records WHERE user_id = $1"
-                " ORDER BY created_at DESC, id DESC LIMIT 1000",
-                user_id,
-            )
+            customer = await conn.fetchrow(CUSTOMER_SQL, user_id)
+            subscriptions = await conn.fetch(SUBSCRIPTION_SQL, user_id)
+            usage = await conn.fetch(USAGE_SQL, user_id, 1000)
 
         def plain(row: Any) -> Any:
             return None if row is None else {k: _jsonable(v) for k, v in dict(row).items()}
@@ -112,7 +120,7 @@ def create_reference(database_url: str) -> Starlette:
                     "export": {
                         "userProfile": plain(user),
                         "customer": plain(customer),
-                        "subscription": plain(subscription),
+                        "subscriptions": [plain(r) for r in subscriptions],
                         "usageRecords": [plain(r) for r in usage],
                     }
                 }

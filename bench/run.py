@@ -27,7 +27,16 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import ROOT, free_port, server_process, throwaway_database, token
+from bench.common import (
+    ROOT,
+    free_port,
+    pid_of,
+    pin,
+    rss_mb,
+    server_process,
+    throwaway_database,
+    token,
+)
 from tests.fakes.stripe import sign
 
 WEBHOOK_SECRET = "whsec_bench_run"
@@ -112,18 +121,6 @@ def wrk(url: str, script: Path, seconds: int, connections: int, *args: str) -> R
     return Result(rps, latency["50%"], latency["99%"], errors)
 
 
-def pin(pid: int) -> None:
-    if shutil.which("taskset"):
-        subprocess.run(["taskset", "-apc", "0", str(pid)], capture_output=True, check=False)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def seed(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
@@ -202,7 +199,9 @@ def main() -> None:
             "STRIPE_API_BASE": "http://127.0.0.1:9",
             "STRIPE_PRICE_PRO": "price_bench",
             "ACCESS_LOG": "false",
-            # The benchmark user hits export thousands of times a second on purpose.
+            # The benchmark user hits export thousands of times a second on purpose; every
+            # request is still counted (the same statement as in production), never refused.
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",
             "RATE_LIMIT_EXPORT_PER_HOUR": "0",
             "RATE_LIMIT_STRIPE_PER_MINUTE": "0",
             "RATE_LIMIT_DELETE_PER_HOUR": "0",
@@ -218,7 +217,7 @@ def main() -> None:
         bare = f"http://127.0.0.1:{reference_port}"
         try:
             with server_process(env) as api:
-                api_pid = _pid_of(api)
+                api_pid = pid_of(api)
                 pin(api_pid)
                 auth = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
                 me = lua_post(
@@ -342,16 +341,6 @@ def check(api: str, bearer: str) -> None:
     download = httpx.get(f"{api}/account/export", headers=headers)
     assert download.status_code == 200, download.text
     assert len(download.json()["usageRecords"]) == USAGE_ROWS
-
-
-def _pid_of(base: str) -> int:
-    port = base.rsplit(":", 1)[1]
-    out = subprocess.run(
-        ["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
-    ).stdout
-    found = re.search(r"pid=(\d+)", out)
-    assert found is not None, out
-    return int(found.group(1))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import ServerProcess, token
+from bench.common import ServerProcess, rss_mb, token
 from db import embedded, migrate
 from services.stripe_gateway import subscription_from_dict
 from tests.fakes.stripe import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_soak"
+WARM_UP_SECONDS = 10.0
+MAX_GROWTH_MB = 5.0
 STRIPE_KEY = "sk_test_soak"  # one Stripe account: both servers share its idempotency keys
 FAILURE_RATE = 0.10
 DUPLICATE_RATE = 0.10
@@ -123,6 +125,9 @@ class Soak:
     clients: list[httpx.AsyncClient] = field(default_factory=list)
     started: float = 0.0
     stop_at: float = 0.0
+    # resident memory of each server (MB): when ready, once warm, for the growth check
+    memory_at_ready: list[float] = field(default_factory=list)
+    memory_at_start: list[float] = field(default_factory=list)
     # GraphQL
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[tuple[float, str, str]] = field(default_factory=list)
@@ -383,6 +388,12 @@ class Soak:
         await asyncio.sleep(5)  # the database is back: a worker's loop must not fail any more
         self.worker_failures_after_restart = self.worker_failures()
 
+    async def memory_when_warm(self) -> None:
+        """Each server's resident memory once the load has run for a while: every lazily
+        imported module and every cache of a steady load is in by then."""
+        await asyncio.sleep(min(WARM_UP_SECONDS, self.seconds / 2))
+        self.memory_at_start = [rss_mb(s.pid) for s in self.servers]
+
     def worker_failures(self) -> list[int]:
         return [s.log().count("worker iteration failed") for s in self.servers]
 
@@ -408,10 +419,12 @@ class Soak:
                 f"PostgreSQL restart at {self.seconds / 2:g} s",
                 flush=True,
             )
+            self.memory_at_ready = [rss_mb(s.pid) for s in self.servers]
             await asyncio.gather(
                 *(self.user_loop(user) for user in self.users),
                 self.stripe_side(),
                 self.restarter(),
+                self.memory_when_warm(),
                 *(
                     self.deliverer(random.Random(self.rng.random()), delivery_deadline)
                     for _ in range(4)
@@ -660,6 +673,20 @@ class Soak:
                 )
             )
         print(f"Drained {drained_after:.1f} s after the load stopped")
+        memory_at_end = [rss_mb(s.pid) for s in self.servers]
+        for n, (ready, start, end) in enumerate(
+            zip(self.memory_at_ready, self.memory_at_start, memory_at_end, strict=True)
+        ):
+            print(
+                f"Server {n} resident memory: {ready:.1f} MB ready, {start:.1f} MB warm "
+                f"({WARM_UP_SECONDS:g} s into the load), {end:.1f} MB at the end: "
+                f"{end - start:+.1f} MB over the run (target < {MAX_GROWTH_MB:g})"
+            )
+            if end - start >= MAX_GROWTH_MB:
+                findings.append(
+                    f"MEMORY: server {n} grew {end - start:.1f} MB over the run "
+                    f"({start:.1f} → {end:.1f} MB)"
+                )
         errors = [s.log().count("Traceback") for s in self.servers]
         print(f"Tracebacks in the server logs: {errors}")
         if findings:

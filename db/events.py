@@ -34,6 +34,15 @@ class EventRecord:
         return cls(*row)  # the columns in the fields' order (COLUMNS)
 
 
+# Public so that `bench/reference.py` runs it bare.
+INSERT_SQL = """
+INSERT INTO stripe_events (id, type, created_at, payload, customer_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO NOTHING
+RETURNING true
+"""
+
+
 async def insert(
     pg: Pg,
     *,
@@ -45,12 +54,7 @@ async def insert(
 ) -> bool:
     """Record an event once; False for a duplicate delivery. The hot path of ingestion."""
     inserted = await pg.fetchval(
-        """
-        INSERT INTO stripe_events (id, type, created_at, payload, customer_id)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (id) DO NOTHING
-        RETURNING true
-        """,
+        INSERT_SQL,
         event_id,
         event_type,
         created_at,

@@ -37,8 +37,8 @@ class UserRecord:
 
 _GET = f"SELECT {COLUMNS} FROM users WHERE id = $1"  # noqa: S608
 # The caller's row and one request counted against their limit, in one round trip: every
-# authenticated request starts here.
-_GET_COUNTING = f"""
+# authenticated request starts here. Public so that `bench/reference.py` runs it bare.
+GET_COUNTING_SQL = f"""
 WITH hit AS ({HIT})
 SELECT hit.allowed, hit.wait, {", ".join(f"u.{c.strip()}" for c in COLUMNS.split(","))}
 FROM hit LEFT JOIN users u ON u.id = $1
@@ -55,7 +55,7 @@ async def get_counting_request(
 ) -> tuple[UserRecord | None, float | None]:
     """The user's row (None when absent), and None when this request is within the user's
     `bucket` limit, else the seconds until one would be (see `db.rate_limits`)."""
-    row = await pg.fetchrow(_GET_COUNTING, user_id, bucket, emission, tolerance, 1)
+    row = await pg.fetchrow(GET_COUNTING_SQL, user_id, bucket, emission, tolerance, 1)
     wait: float | None = None if row[0] else row[1]
     user = None if row[2] is None else UserRecord.from_row(tuple(row)[2:])
     return user, wait

@@ -28,15 +28,14 @@ BUSY = "Our payment provider is busy right now. Please try again in a minute."
 
 
 class PgStripeBudget:
-    """`rate` calls a second across processes, with bursts of up to one second's worth;
-    a caller waits at most `max_wait` seconds for its turn, then gets
-    `PAYMENT_PROVIDER_ERROR` (retryable)."""
+    """`rate` calls a second across processes, evenly spaced (no bursts: any one second
+    sees at most `rate` + 1 of them); a caller waits at most `max_wait` seconds for its
+    turn, then gets `PAYMENT_PROVIDER_ERROR` (retryable)."""
 
     def __init__(self, pool: Pool, *, rate: float, max_wait: float) -> None:
         self._pool = pool
         self._emission = timedelta(seconds=1 / rate)
-        burst = max(1, int(rate))
-        self._tolerance = self._emission * (burst - 1)
+        self._tolerance = timedelta(0)
         self._max_wait = max_wait
 
     async def take(self) -> None:

@@ -101,7 +101,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -242,6 +242,8 @@ class RecordedRequest:
     request_id: str | None = None
     api_key: str | None = None
     """The API key the request presented (tells apart several clients of one fake)."""
+    at: float = field(default_factory=time.monotonic)
+    """When it was answered (``time.monotonic()``), to measure a client's request rate."""
 
 
 class _ApiError(Exception):
