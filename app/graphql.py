@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from graphql import DocumentNode, ExecutionResult, GraphQLError, GraphQLSchema, OperationType
 from graphql.validation import ASTValidationRule
 from starlette.datastructures import QueryParams
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
@@ -188,19 +188,38 @@ class GraphQLEndpoint:
 
 
 async def _raw(request: Request) -> tuple[str, bytes]:
-    """The request as sent: the method with the query string or the JSON body."""
-    method = request.method
+    """The request as sent: the method with the query string or the JSON body.
+
+    Read from the ASGI scope and messages themselves: Starlette's `headers` and `body()`
+    cost 3 µs more a request, a twentieth of a remembered `plans` answer."""
+    scope = request.scope
+    method: str = scope["method"]
     if method == "GET":
-        query_string: bytes = request.scope["query_string"]
+        query_string: bytes = scope["query_string"]
         if len(query_string) > MAX_QUERY_STRING_BYTES:
             raise _Refused(414, f"Query string too long (limit {MAX_QUERY_STRING_BYTES} bytes)")
         return method, query_string
     if method == "POST":
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
+        content_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+                break
+        if content_type.split(b";")[0].strip().lower() != b"application/json":
             raise _Refused(415, "Send GraphQL requests as application/json")
-        return method, await request.body()
+        return method, await _body(request.receive)
     raise _Refused(405, "GraphQL only supports GET and POST requests", {"Allow": "GET, POST"})
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect  # as Starlette's `Request.body()` does: the edge logs a 499
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _read(method: str, content: bytes) -> _Request:
