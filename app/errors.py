@@ -23,6 +23,7 @@ ERROR_CODES: dict[type[errors.DomainError], str] = {
     errors.StripeNotConfigured: "STRIPE_NOT_CONFIGURED",
     errors.PaymentProviderError: "PAYMENT_PROVIDER_ERROR",
     errors.RateLimited: "RATE_LIMITED",
+    errors.QueryTooComplex: "QUERY_TOO_COMPLEX",
     # Not a contract code of its own: unexpected for the caller, but with a message that
     # says what to do and reveals nothing of the internals.
     errors.ServiceBusy: INTERNAL,
@@ -40,27 +41,39 @@ def code_for(error: errors.DomainError) -> str:
     return INTERNAL
 
 
+def document_entry(error: GraphQLError) -> dict[str, Any]:
+    """An error of parsing or validating the document."""
+    code = PARSE_FAILED if isinstance(error, GraphQLSyntaxError) else VALIDATION_FAILED
+    return request_entry(error, code)
+
+
+def request_entry(error: GraphQLError, code: str) -> dict[str, Any]:
+    """An error about the request itself, found before anything ran: the document's
+    (`document_entry`), or a variable that does not coerce to its type (`BAD_USER_INPUT`,
+    as in Apollo)."""
+    formatted: dict[str, Any] = dict(error.formatted)
+    formatted["extensions"] = {**(error.extensions or {}), "code": code}
+    return formatted
+
+
 def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
-    """A GraphQL error as the SPA sees it: always a code; internals never leave the process."""
+    """An error raised while executing a field, as the SPA sees it: always a code;
+    internals never leave the process."""
     original = error.original_error
     formatted: dict[str, Any] = dict(error.formatted)
-    if original is None or isinstance(original, GraphQLError):
-        if isinstance(error, GraphQLSyntaxError):
-            code = PARSE_FAILED
-        elif error.message.startswith("Variable '$"):
-            code = BAD_USER_INPUT  # a variable that does not coerce is bad input, as in Apollo
-        else:
-            code = VALIDATION_FAILED
-        formatted["extensions"] = {**(error.extensions or {}), "code": code}
-        return formatted
     if isinstance(original, PoolExhausted):
         original = errors.busy()
     if isinstance(original, errors.DomainError):
         return {**formatted, **domain_entry(original)}
+    if isinstance(original, GraphQLError) and original.nodes:
+        # graphql-core refused an argument's value, pointing at it in the document: a
+        # variable that is null where the argument may not be.
+        formatted["extensions"] = {**(error.extensions or {}), "code": BAD_USER_INPUT}
+        return formatted
     log.error(
         "unexpected error in %s",
         ".".join(str(p) for p in error.path or ()) or "operation",
-        exc_info=(type(original), original, original.__traceback__),
+        exc_info=original or error,
         extra={"request_id": request_id},
     )
     return masked_entry(request_id, error.path)

@@ -8,9 +8,11 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.context import Context
+from app.cost import STRIPE_BACKED, SUBSCRIPTIONS, fixed_size
 from resolvers import export
 from schema.types import Subscription, UsageRecord
 from schema.user import User
+from services.export import MAX_USAGE_RECORDS
 
 
 @strawberry.type(description="Everything we hold about the caller, for download (GDPR)")
@@ -20,9 +22,12 @@ class Export:
         description="The one that matters (see `User.subscriptions`)"
     )
     subscriptions: list[Subscription] = strawberry.field(
-        description="Every Stripe subscription, by the rule of `User.subscriptions`"
+        description="Every Stripe subscription, by the rule of `User.subscriptions`",
+        metadata=SUBSCRIPTIONS,
     )
-    usage_records: list[UsageRecord] = strawberry.field(description="Newest first, at most 1000")
+    usage_records: list[UsageRecord] = strawberry.field(
+        description="Newest first, at most 1000", metadata=fixed_size(MAX_USAGE_RECORDS)
+    )
     export_timestamp: datetime = strawberry.field(
         description="The instant our rows were read at, in one consistent snapshot"
     )
@@ -31,7 +36,8 @@ class Export:
 
     @strawberry.field(
         description="The customer as Stripe holds it now, null without one; "
-        "errors alone when Stripe cannot be asked"
+        "errors alone when Stripe cannot be asked",
+        metadata=STRIPE_BACKED,
     )
     async def stripe_customer(self, info: strawberry.Info[Context, None]) -> JSON | None:
         return await export.stripe_customer(info, self.stripe_customer_id)

@@ -1,4 +1,8 @@
-"""The schema: root types, and the limits every document is validated against."""
+"""The schema: root types, and the limits every document is validated against.
+
+Fields that call Stripe while they run carry `metadata=STRIPE_BACKED`: the query cost weighs
+them and counts them (`app.cost`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import strawberry
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from app.cost import STRIPE_BACKED
 from resolvers import account, mutation, profile, query
 from schema.export import DeleteAccountResult, Export
 from schema.types import CheckoutSession, Plan, PortalSession, Subscription
@@ -31,15 +36,18 @@ class Mutation:
     create_checkout_session: CheckoutSession = strawberry.field(
         resolver=mutation.create_checkout_session,
         description="Starts Stripe Checkout for a plan (PRO by default); follow the url",
+        metadata=STRIPE_BACKED,
     )
     create_portal_session: PortalSession = strawberry.field(
         resolver=mutation.create_portal_session,
         description="Opens the Stripe Billing Portal for the caller's customer",
+        metadata=STRIPE_BACKED,
     )
     delete_account: DeleteAccountResult = strawberry.field(
         resolver=account.delete_account,
         description="Cancels the caller's subscriptions at once, then deletes the account "
         "and all its data",
+        metadata=STRIPE_BACKED,
     )
     update_profile: User = strawberry.field(
         resolver=profile.update_profile,
@@ -50,6 +58,7 @@ class Mutation:
         description="Re-reads the caller's subscription from Stripe now. The SPA calls it on "
         "returning from Checkout, so the new plan shows before the webhook arrives. "
         "Null without a customer.",
+        metadata=STRIPE_BACKED,
     )
 
 

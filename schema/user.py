@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from app.context import Context
+from app.cost import SUBSCRIPTIONS
 from resolvers import users
 from schema.types import Customer, Notification, Subscription, UsageRecord
 
@@ -32,7 +33,8 @@ class User:
     @strawberry.field(
         description="Every Stripe subscription of the user's customer: entitled (active, "
         "trialing, past due) first, then other live ones, then ended ones; newest first "
-        "within each. `subscription` is the first of them, else the free plan"
+        "within each. `subscription` is the first of them, else the free plan",
+        metadata=SUBSCRIPTIONS,
     )
     async def subscriptions(self, info: strawberry.Info[Context, None]) -> list[Subscription]:
         return await users.all_subscriptions(info, str(self.id))

@@ -49,6 +49,10 @@ class RateLimited(DomainError):
         return int(self.extensions["retryAfter"])
 
 
+class QueryTooComplex(DomainError):
+    """The operation would cost more than the limit; nothing of it was executed."""
+
+
 class ServiceBusy(DomainError):
     """Overloaded for a moment (e.g. no database connection free); safe to retry."""
 

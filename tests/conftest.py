@@ -7,6 +7,7 @@ separate pool connections, which the race tests need.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import uuid
@@ -20,7 +21,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp
 
+from app import logging as log_setup
 from app.context import Runtime
+from app.edge import Edge
 from app.main import create_app
 from app.settings import Settings
 from db import embedded, migrate
@@ -111,8 +114,14 @@ def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, An
 
 
 @pytest.fixture
-async def lifespan(settings: Settings) -> AsyncIterator[LifespanManager]:
-    async with LifespanManager(create_app(settings)) as manager:
+def edge(settings: Settings) -> Edge:
+    """The app as `create_app` built it (the lifespan manager wraps it)."""
+    return create_app(settings)
+
+
+@pytest.fixture
+async def lifespan(edge: Edge) -> AsyncIterator[LifespanManager]:
+    async with LifespanManager(edge) as manager:
         yield manager
 
 
@@ -138,6 +147,17 @@ async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def token() -> Callable[..., str]:
     return make_token
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """JSON logging to the stream `capsys` captures (so it is set up first)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    log_setup.configure(json_format=True)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

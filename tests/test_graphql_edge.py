@@ -95,8 +95,8 @@ async def test_too_many_tokens_are_refused(client: httpx.AsyncClient) -> None:
     assert error_codes(body) == ["GRAPHQL_PARSE_FAILED"]
 
 
-async def test_a_body_over_one_megabyte_is_413(client: httpx.AsyncClient) -> None:
-    padding = "x" * (1024 * 1024)
+async def test_a_body_over_64_kib_is_413(client: httpx.AsyncClient) -> None:
+    padding = "x" * (64 * 1024)
     response = await client.post(
         "/graphql", json={"query": "{ plans { id } }", "extensions": {"p": padding}}
     )
@@ -106,8 +106,8 @@ async def test_a_body_over_one_megabyte_is_413(client: httpx.AsyncClient) -> Non
 async def test_a_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"query": "{ plans { id } }", "extensions": {"p": "'
-        for _ in range(20):
-            yield b"x" * 65536
+        for _ in range(17):
+            yield b"x" * 4096
         yield b'"}}'
 
     response = await client.post(
@@ -201,7 +201,8 @@ async def test_other_methods_are_405_naming_the_allowed_ones(client: httpx.Async
 async def test_a_remembered_public_answer_is_only_given_to_the_same_request(
     client: httpx.AsyncClient,
 ) -> None:
-    """`plans` answers are reused by the exact request bytes; anything else is worked out."""
+    """`plans` answers are reused for the same normalised request; anything else is worked
+    out."""
     for _ in range(2):
         ids = await client.post("/graphql", json={"query": "{ plans { id } }"})
         assert ids.json() == {"data": {"plans": [{"id": "free"}, {"id": "PRO"}]}}
@@ -259,6 +260,195 @@ class TestProduction:
 async def test_field_suggestions_help_in_development(client: httpx.AsyncClient) -> None:
     body = await gql(client, "{ plan { id } }")
     assert "Did you mean" in body["errors"][0]["message"]
+
+
+class TestProductionSuggestsNoNames:
+    """No message in production suggests a name, from validation or from coercing a
+    variable at execution (graphql-core's `hide_suggestions`)."""
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"app_env": "production"}
+
+    @pytest.mark.parametrize(
+        ("query", "variables", "code"),
+        [
+            (
+                "mutation($i: UpdateProfileInput!) { updateProfile(input: $i) { id } }",
+                {"i": {"frstName": "x"}},
+                "BAD_USER_INPUT",
+            ),
+            ('mutation { updateProfile(input: {frstName: "x"}) { id } }', {}, None),
+            ("{ me { notifications(frst: 1) { id } } }", {}, None),
+            ("{ me { frstName } }", {}, None),
+            ("query($s: SubscriptionStatu) { plans { id } }", {}, None),
+            (
+                "mutation($i: CreateCheckoutSessionInput) { createCheckoutSession(input: $i) { id } }",
+                {"i": {"plnId": "PRO"}},
+                "BAD_USER_INPUT",
+            ),
+        ],
+        ids=["input field by variable", "input field", "argument", "field", "type", "input"],
+    )
+    async def test_no_message_suggests_a_name(
+        self,
+        client: httpx.AsyncClient,
+        token: Callable[..., str],
+        query: str,
+        variables: dict[str, Any],
+        code: str | None,
+    ) -> None:
+        body = await gql(client, query, variables, token=token())
+        assert body.get("data") is None
+        assert set(error_codes(body)) == {code or "GRAPHQL_VALIDATION_FAILED"}
+        for error in body["errors"]:
+            assert "Did you mean" not in error["message"]
+            assert "firstName" not in error["message"]
+
+    async def test_the_message_still_says_what_is_wrong(
+        self, client: httpx.AsyncClient, token: Callable[..., str]
+    ) -> None:
+        body = await gql(
+            client,
+            "mutation($i: UpdateProfileInput!) { updateProfile(input: $i) { id } }",
+            {"i": {"frstName": "x"}},
+            token=token(),
+        )
+        assert "Did you mean" not in body["errors"][0]["message"]
+        assert "frstName" in body["errors"][0]["message"]
+
+
+async def test_a_variable_suggests_names_in_development(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    body = await gql(
+        client,
+        "mutation($i: UpdateProfileInput!) { updateProfile(input: $i) { id } }",
+        {"i": {"frstName": "x"}},
+        token=token(),
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert "Did you mean 'firstName'" in body["errors"][0]["message"]
+
+
+# Malformed input: a 4xx, BAD_USER_INPUT or a document error code, never a 500 -------------
+
+
+def nested_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 900, 5000])
+async def test_deeply_nested_variables_are_refused(
+    client: httpx.AsyncClient, token: Callable[..., str], depth: int
+) -> None:
+    query = "query($v: Int) { me { notifications(first: $v) { id } } }"
+    posted = await post_raw(
+        client,
+        ('{"query": "' + query + '", "variables": {"v": ' + nested_json(depth) + "}}").encode(),
+        "application/json",
+    )
+    assert posted.status_code == 400, posted.text
+    over_get = await client.get(
+        "/graphql",
+        params={"query": query, "variables": '{"v": ' + nested_json(depth) + "}"},
+        headers={"Authorization": f"Bearer {token()}"},
+    )
+    assert over_get.status_code == 400, over_get.text
+
+
+async def test_variables_nested_within_the_limit_are_coerced_as_usual(
+    client: httpx.AsyncClient,
+) -> None:
+    body = await gql(
+        client, "query($v: Int) { me { notifications(first: $v) { id } } }", {"v": [[[1]]]}
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+
+
+BIG = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"{{ me {{ notifications(first: {BIG}) {{ id }} }} }}",
+        f"query($n: Int = {BIG}) {{ me {{ notifications(first: $n) {{ id }} }} }}",
+        f"{{ plans @include(if: {BIG}) {{ id }} }}",
+        f"{{ me {{ notifications(first: {BIG}.5e3) {{ id }} }} }}",
+    ],
+    ids=["argument", "variable default", "directive", "float"],
+)
+async def test_a_5000_digit_number_in_the_query_is_a_document_error(
+    client: httpx.AsyncClient, token: Callable[..., str], query: str
+) -> None:
+    body = await gql(client, query, token=token())
+    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+async def test_a_5000_digit_number_in_the_variables_is_refused(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    response = await post_raw(
+        client,
+        b'{"query": "query($n: Int!) { me { notifications(first: $n) { id } } }", '
+        b'"variables": {"n": ' + BIG.encode() + b"}}",
+        "application/json",
+    )
+    assert response.status_code == 400
+
+
+LONE = "\\ud800"  # as JSON escapes it
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"query": "query($n: String) { plans { id } }", "variables": {"n": "a' + LONE + '"}}',
+        '{"query": "query($n: String) { plans { id } }", "variables": {"' + LONE + '": "a"}}',
+        '{"query": "query($i: UpdateProfileInput!) { updateProfile(input: $i) { id } }", '
+        '"variables": {"i": {"firstName": ["' + LONE + '"]}}}',
+        '{"query": "{ plans { id } } # ' + LONE + '"}',
+        '{"query": "{ plans(x: \\"' + LONE + '\\") { id } }"}',
+        '{"query": "query Q { plans { id } }", "operationName": "Q' + LONE + '"}',
+    ],
+    ids=["variable", "variable name", "input field", "comment", "string literal", "operation"],
+)
+@pytest.mark.usefixtures("json_logs")
+async def test_a_lone_surrogate_is_refused_and_never_logged(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+) -> None:
+    response = await client.post(
+        "/graphql",
+        content=body.encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token()}"},
+    )
+    assert response.status_code == 400
+    err = capsys.readouterr().err
+    assert "\ud800" not in err.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    assert "ud800" not in err.lower()
+
+
+async def test_an_unused_variable_is_a_validation_error(client: httpx.AsyncClient) -> None:
+    body = await gql(client, "query($unused: Int) { plans { id } }", {"unused": 1})
+    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+async def test_a_null_variable_for_an_argument_that_may_not_be_null_is_bad_input(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    """Coerced while the field runs (the argument has a default, so the nullable variable
+    validates): the caller's input, not an internal error."""
+    body = await gql(
+        client,
+        "query($n: Int) { me { notifications(first: $n) { id } } }",
+        {"n": None},
+        token=token(),
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
 
 
 async def test_a_client_gone_before_its_body_arrived_is_no_error(app: ASGIApp) -> None:

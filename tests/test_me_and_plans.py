@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.helpers import error_codes, gql
+from tests.helpers import error_codes, gql, sign_up
 
 ME = "{ me { id email emailVerified firstName lastName phone customer { id } subscription { status } notifications { id } usageRecords { id } } }"
 
@@ -238,3 +238,29 @@ async def test_notifications_page_size_is_bounded(
         token=token(),
     )
     assert error_codes(body) == ["BAD_USER_INPUT"]
+
+
+@pytest.mark.parametrize("first", [0, 101, 1000])
+async def test_usage_records_page_size_is_bounded(
+    client: httpx.AsyncClient, token: Callable[..., str], first: int
+) -> None:
+    body = await gql(
+        client,
+        "query($n: Int!) { me { usageRecords(first: $n) { id } } }",
+        {"n": first},
+        token=token(),
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+
+
+async def test_a_full_page_of_usage_records_is_served(
+    client: httpx.AsyncClient, token: Callable[..., str], pg: asyncpg.Connection
+) -> None:
+    bearer = token("pager")
+    await sign_up(client, bearer)
+    await pg.execute(
+        "INSERT INTO usage_records (user_id, metric, quantity) "
+        "SELECT 'pager', 'api_calls', n FROM generate_series(1, 120) AS n"
+    )
+    body = await gql(client, "{ me { usageRecords(first: 100) { quantity } } }", token=bearer)
+    assert len(body["data"]["me"]["usageRecords"]) == 100

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from app import logging as log_setup
 from app.context import Runtime
 from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import error_codes, gql
@@ -131,17 +129,6 @@ class TestMetrics:
             )
             == 1
         )
-
-
-@pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    """JSON logging to the stream `capsys` captures (so it is set up first)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    log_setup.configure(json_format=True)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 class TestJsonLogs:
