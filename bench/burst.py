@@ -32,8 +32,8 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.common import pid_of, pin, server_process, throwaway_database
-from tests.fakes.stripe import FakeStripe, sign
+from tests.support.processes import pid_of, pin, server_process, throwaway_database
+from tests.support.stripe import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_bench_burst"
 PRICE = "price_bench_burst"

@@ -15,8 +15,9 @@ import time
 import httpx
 import stripe
 
-from bench.common import server_process, summary, throwaway_database, token
-from tests.fakes.stripe import FakeStripe
+from bench.common import summary, token
+from tests.support.processes import server_process, throwaway_database
+from tests.support.stripe import FakeStripe
 
 MUTATION = "mutation { createCheckoutSession { id url } }"
 

@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
-from bench.common import server_process, summary, throwaway_database, token
+from bench.common import summary, token
 from db.export import CUSTOMER_SQL, SUBSCRIPTION_SQL, USAGE_SQL, USER_SQL
 from services.export import MAX_USAGE_RECORDS
+from tests.support.processes import server_process, throwaway_database
 
 USER = "bench-export"
 RECORDS = 1000

@@ -27,7 +27,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import (
+from bench.common import token
+from tests.support.processes import (
     ROOT,
     free_port,
     pid_of,
@@ -35,9 +36,8 @@ from bench.common import (
     rss_mb,
     server_process,
     throwaway_database,
-    token,
 )
-from tests.fakes.stripe import sign
+from tests.support.stripe import sign
 
 WEBHOOK_SECRET = "whsec_bench_run"
 USER = "bench-user"

@@ -38,10 +38,11 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import ServerProcess, rss_mb, token
+from bench.common import token
 from db import embedded, migrate
 from services.stripe_gateway import subscription_from_dict
-from tests.fakes.stripe import FakeStripe, sign
+from tests.support.processes import ServerProcess, rss_mb
+from tests.support.stripe import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_soak"
 WARM_UP_SECONDS = 10.0

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from bench.common import server_process, summary, throwaway_database, token
-from tests.fakes.stripe import FakeStripe, sign
+from bench.common import summary, token
+from tests.support.processes import server_process, throwaway_database
+from tests.support.stripe import FakeStripe, sign
 
 SECRET = "whsec_bench"
 USERS = 20

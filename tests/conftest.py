@@ -28,9 +28,9 @@ from app.main import create_app
 from app.settings import Settings
 from db import embedded, migrate
 from db.urls import with_database
-from tests.fakes.stripe import FakeStripe
-from tests.helpers import TEST_JWT_SECRET, make_token
 from tests.servers import Farm, farm
+from tests.support.stripe import FakeStripe
+from tests.support.tokens import TEST_JWT_SECRET, make_token
 
 
 @pytest.fixture(scope="session")

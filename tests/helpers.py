@@ -1,43 +1,18 @@
-"""Small helpers the tests share: tokens, GraphQL calls, a linked Stripe customer."""
+"""Small helpers the tests share: GraphQL calls, a linked Stripe customer."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import jwt
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from tests.fakes.stripe import FakeStripe
+    from tests.support.stripe import FakeStripe
 
-TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def make_token(
-    sub: str = "user-1",
-    *,
-    secret: str = TEST_JWT_SECRET,
-    algorithm: str = "HS256",
-    expires_in: int = 3600,
-    headers: dict[str, Any] | None = None,
-    **claims: Any,
-) -> str:
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "sub": sub,
-        "iat": now,
-        "exp": now + expires_in,
-        "email": f"{sub}@example.com",
-        "email_verified": True,
-    }
-    payload.update(claims)
-    payload = {key: value for key, value in payload.items() if value is not None}
-    return jwt.encode(payload, secret, algorithm=algorithm, headers=headers)
 
 
 async def gql(

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from bench.common import ServerProcess
-from tests.fakes.stripe import sign
-from tests.helpers import TEST_JWT_SECRET
+from tests.support.processes import ServerProcess
+from tests.support.stripe import sign
+from tests.support.tokens import TEST_JWT_SECRET
 
 WEBHOOK_SECRET = "whsec_servers"
 

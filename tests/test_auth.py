@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.auth import JwksCache
-from tests.fakes.loopback import LoopbackServer
-from tests.helpers import TEST_JWT_SECRET, error_codes, gql, make_token
+from tests.helpers import error_codes, gql
+from tests.support.loopback import LoopbackServer
+from tests.support.tokens import TEST_JWT_SECRET, make_token
 
 ME = "{ me { id } }"
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from app.context import Runtime
-from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe, sign
 
 SECRET = "whsec_billing_rules"
 CHECKOUT = (

@@ -25,9 +25,9 @@ from app.graphiql import GraphiQL
 from app.main import create_app
 from app.settings import Settings
 from app.spa import Spa
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.stripe import FakeStripe
-from tests.helpers import make_token
+from tests.support.loopback import LoopbackServer
+from tests.support.stripe import FakeStripe
+from tests.support.tokens import make_token
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (dev dependency group)"

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from app.cli import main
-from tests.fakes.stripe import FakeStripe
 from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe
 
 CHECKOUT = "mutation($input: CreateCheckoutSessionInput) { createCheckoutSession(input: $input) { id url } }"
 PORTAL = "mutation { createPortalSession { url } }"

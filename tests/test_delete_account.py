@@ -12,8 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.fakes.stripe import FakeStripe
 from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe
 
 DELETE = """
 mutation ($input: DeleteAccountInput) { deleteAccount(input: $input) { success message } }

@@ -17,8 +17,8 @@ from databases.core import Connection
 
 from services.errors import BadUserInput, NotFound
 from services.usage import MAX_QUANTITY, record_usage
-from tests.fakes.stripe import FakeStripe
 from tests.helpers import BASE, error_codes, gql, link_customer, sign_up
+from tests.support.stripe import FakeStripe
 
 EXPORT = """
 {

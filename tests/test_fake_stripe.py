@@ -16,7 +16,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.fakes.stripe import API_VERSION, FakeStripe, parse_form, sign, signed_webhook
+from tests.support.stripe import API_VERSION, FakeStripe, parse_form, sign, signed_webhook
 
 # stripe 16.1.0's HTTPXClient sends the form body as ``data=<str>``, which httpx 0.28
 # deprecates; under ``filterwarnings = ["error"]`` that warning would surface as an

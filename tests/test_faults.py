@@ -18,9 +18,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.fakes.stripe import FakeStripe
-from tests.helpers import error_codes, gql, make_token
+from tests.helpers import error_codes, gql
 from tests.servers import Farm, clients, deliver, eventually, server_env
+from tests.support.stripe import FakeStripe
+from tests.support.tokens import make_token
 
 KEY_A, KEY_B = "sk_test_server_a", "sk_test_server_b"
 CHECKOUT = "mutation { createCheckoutSession { id url } }"

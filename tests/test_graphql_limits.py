@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message
 from app.cost import MAX_COST
 from app.edge import Edge
 from app.graphql import GraphQLEndpoint
-from tests.fakes.stripe import FakeStripe
 from tests.helpers import error_codes, gql, link_customer, sign_up
+from tests.support.stripe import FakeStripe
 from tests.test_export import EXPORT_ALL
 from tests.test_observability import metric_value
 

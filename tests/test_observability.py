@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from app.context import Runtime
-from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe, sign
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -16,8 +16,8 @@ from app.cli import main
 from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
-from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe, sign
 
 UPDATE = "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { firstName lastName phone } }"
 CHECKOUT = "mutation { createCheckoutSession { id } }"

@@ -16,8 +16,8 @@ from asgi_lifespan import LifespanManager
 from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
-from tests.fakes.stripe import FakeStripe
 from tests.helpers import error_codes, gql, link_customer, sign_up
+from tests.support.stripe import FakeStripe
 
 CHECKOUT = "mutation { createCheckoutSession { id url } }"
 PORTAL = "mutation { createPortalSession { url } }"

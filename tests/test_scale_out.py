@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.fakes.stripe import FakeStripe
-from tests.helpers import gql, make_token
+from tests.helpers import gql
 from tests.servers import Farm, clients, deliver, eventually, server_env
+from tests.support.stripe import FakeStripe
+from tests.support.tokens import make_token
 
 KEY_A, KEY_B = "sk_test_server_a", "sk_test_server_b"
 CHECKOUT = "mutation { createCheckoutSession { id } }"

@@ -19,9 +19,9 @@ import asyncpg
 import httpx
 import pytest
 
-from bench.common import ServerProcess
 from db.urls import with_database
 from tests.servers import Farm, farm
+from tests.support.processes import ServerProcess
 
 TIMEOUT = 1.0
 PATIENCE = 10.0  # what "closed" may take at most, however slow the machine

@@ -17,9 +17,9 @@ from app.context import Runtime
 from app.main import create_app
 from app.settings import Settings
 from app.worker import Worker
-from tests.fakes.stripe import FakeStripe, sign
 from tests.helpers import gql
 from tests.servers import eventually
+from tests.support.stripe import FakeStripe, sign
 
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"

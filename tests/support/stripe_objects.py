@@ -11,7 +11,7 @@ Field lists follow ``stripe/_customer.py``, ``_subscription.py``, ``_subscriptio
 Includable-only fields (``customer.subscriptions``, ``checkout.session.line_items``,
 ``invoice.payments`` …) are left out, as the real API does unless ``expand[]`` asks for them.
 
-Nothing here holds state; :mod:`tests.fakes.stripe` owns the store.
+Nothing here holds state; :mod:`tests.support.stripe` owns the store.
 """
 
 from __future__ import annotations
@@ -605,7 +605,7 @@ def invoice(
     billing_reason: str,
     currency: str,
 ) -> JSONDict:
-    """A draft ``Invoice``; :mod:`tests.fakes.stripe` finalizes and pays it.
+    """A draft ``Invoice``; :mod:`tests.support.stripe` finalizes and pays it.
 
     Since 2025-03-31.basil an invoice names its subscription only through
     ``parent.subscription_details`` (no top-level ``subscription``), and its payments are

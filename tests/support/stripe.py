@@ -118,9 +118,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.fakes import stripe_objects as so
-from tests.fakes.loopback import LoopbackServer
-from tests.fakes.stripe_objects import API_VERSION, JSONDict
+from tests.support import stripe_objects as so
+from tests.support.loopback import LoopbackServer
+from tests.support.stripe_objects import API_VERSION, JSONDict
 
 __all__ = [
     "API_VERSION",
