@@ -36,8 +36,8 @@ def _database_url(settings: Settings) -> str:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.serving import leave_out_unused_modules, prepare_serving
-    from app.slow_clients import HTTP_PROTOCOL
+    from app.process.serving import leave_out_unused_modules, prepare_serving
+    from app.process.slow_clients import HTTP_PROTOCOL
 
     settings.check()
     log_setup.configure(json_format=settings.json_logs)
@@ -60,7 +60,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
         app: Any = create_app(settings)
     else:
-        app = "app.serving:production_app"
+        app = "app.process.serving:production_app"
     os.environ["DATABASE_URL"] = url
     base = f"http://{settings.host}:{settings.port}"
     print(f"Serving on {base}", flush=True)
@@ -254,7 +254,7 @@ def spa(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the example SPA (examples/spa/) on its own origin, beside `make run`."""
     import uvicorn
 
-    from app.spa import Spa
+    from app.browser.spa import Spa
 
     listens_everywhere = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 (compares)
     api_host = "127.0.0.1" if listens_everywhere else settings.host

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logging import request_id_var
+from services.log_context import request_id_var
 from services.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Edge:
         self.metrics = metrics
         self.access_log = access_log
         self._routes = dict(routes)
-        self.requests_seen = 0  # for `app.memory.trim_when_idle`
+        self.requests_seen = 0  # for `app.process.memory.trim_when_idle`
         self._cors = CORSMiddleware(
             self._dispatch,
             allow_origins=cors_origins,
@@ -102,8 +102,8 @@ class Edge:
             else:
                 await self._dispatch(scope, receive, send_with_id)
         except ClientDisconnect:
-            # The client went away, or was dropped as too slow (app.slow_clients), before its
-            # request had arrived: there is no one to answer and nothing went wrong here.
+            # The client went away, or was dropped as too slow (app.process.slow_clients),
+            # before its request had arrived: no one to answer, and nothing went wrong here.
             status = status or CLIENT_CLOSED_REQUEST
         except Exception:
             if status:

@@ -1,9 +1,11 @@
 """`GET /account/export`: the caller's `export` as a JSON file to keep.
 
-The body has the field names of the GraphQL `export`. When Stripe cannot be asked for the
-customer, the file still comes (200) with `stripeCustomer: null` and an `errors` entry
-saying why, as GraphQL would: a user downloading their data is better served by all we
-hold plus a note on the missing part than by nothing at all, and can download again later.
+The file is the GraphQL `export` itself: the download runs `DOCUMENT` (every field of the
+export) through the same engine and resolvers as `POST /graphql`, so the two never differ.
+When Stripe cannot be asked for the customer, the file still comes (200) with
+`stripeCustomer: null` and an `errors` entry saying why, as GraphQL answers: a user
+downloading their data is better served by all we hold plus a note on the missing part than
+by nothing at all, and can download again later.
 """
 
 from __future__ import annotations
@@ -12,33 +14,45 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from graphql import DocumentNode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from app.context import Runtime, export_slot, resolve_caller
-from app.errors import domain_entry, masked_entry
+from app.graphql.endpoint import GraphQLEndpoint
+from app.graphql.errors import INTERNAL, domain_entry, masked_entry
+from app.runtime import Runtime, export_slot, resolve_caller
 from db.connection import PoolExhausted
-from db.customers import CustomerRecord
-from db.subscriptions import SubscriptionRecord
-from db.usage import UsageRecordRow
-from db.users import UserRecord
-from services import export
-from services.errors import (
-    PaymentProviderError,
-    RateLimited,
-    ServiceBusy,
-    StripeNotConfigured,
-    Unauthenticated,
-    busy,
-)
+from resolvers.context import Context
+from services.errors import RateLimited, ServiceBusy, Unauthenticated, busy
 
 log = logging.getLogger(__name__)
 
 _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._@+-]")
 MAX_FILENAME_ID = 200
+
+SUBSCRIPTION_FIELDS = (
+    "planId status stripeSubscriptionId priceId cancelAtPeriodEnd cancelAt currentPeriodEnd "
+    "trialEnd updatedAt"
+)
+# Everything the export holds, in the file's order.
+DOCUMENT = f"""
+query Download {{
+  export {{
+    userProfile {{
+      id email emailVerified firstName lastName phone
+      customer {{ id email name phone createdAt }}
+    }}
+    subscription {{ {SUBSCRIPTION_FIELDS} }}
+    usageRecords {{ id metric quantity createdAt }}
+    subscriptions {{ {SUBSCRIPTION_FIELDS} }}
+    stripeCustomer
+    exportTimestamp
+    exportVersion
+  }}
+}}
+"""
 
 
 def filename(user_id: str) -> str:
@@ -46,75 +60,6 @@ def filename(user_id: str) -> str:
     header value or name a path (quotes, backslashes, slashes, control and non-ASCII
     characters) replaced by `_`, and bounded in length."""
     return f"customer-data-{_UNSAFE_IN_FILENAME.sub('_', user_id)[:MAX_FILENAME_ID]}.json"
-
-
-def _user(record: UserRecord, customer: CustomerRecord | None) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "email": record.email,
-        "emailVerified": record.email_verified,
-        "firstName": record.first_name,
-        "lastName": record.last_name,
-        "phone": record.phone,
-        "customer": None
-        if customer is None
-        else {
-            "id": customer.stripe_customer_id,
-            "email": customer.email,
-            "name": customer.name,
-            "phone": customer.phone,
-            "createdAt": customer.created_at.isoformat(),
-        },
-    }
-
-
-def _subscription(record: SubscriptionRecord | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    return {
-        "planId": record.plan_id,
-        "status": record.status.upper(),
-        "stripeSubscriptionId": record.stripe_subscription_id,
-        "priceId": record.price_id,
-        "cancelAtPeriodEnd": record.cancel_at_period_end,
-        "cancelAt": _time(record.cancel_at),
-        "currentPeriodEnd": _time(record.current_period_end),
-        "trialEnd": _time(record.trial_end),
-        "updatedAt": record.updated_at.isoformat(),
-    }
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _usage(record: UsageRecordRow) -> dict[str, Any]:
-    return {
-        "id": str(record.id),
-        "metric": record.metric,
-        "quantity": record.quantity,
-        "createdAt": record.created_at.isoformat(),
-    }
-
-
-def document(
-    data: export.AccountExport,
-    stripe_customer: Mapping[str, Any] | None,
-    errors: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """The export as the GraphQL `export` field would answer it, all fields selected."""
-    body: dict[str, Any] = {
-        "userProfile": _user(data.user, data.customer),
-        "subscription": _subscription(data.subscription),
-        "usageRecords": [_usage(r) for r in data.usage_records],
-        "subscriptions": [_subscription(r) for r in data.subscriptions],
-        "stripeCustomer": None if stripe_customer is None else dict(stripe_customer),
-        "exportTimestamp": data.exported_at.isoformat(),
-        "exportVersion": data.version,
-    }
-    if errors:
-        body["errors"] = errors
-    return body
 
 
 def readable_json(body: Mapping[str, Any]) -> str:
@@ -136,53 +81,73 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-async def account_export(request: Request) -> Response:
-    """Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or bad token,
-    429 with `RATE_LIMITED` and `Retry-After` when the user exported too often, 503 with
-    `Retry-After` when the server is too busy to build it now."""
-    try:
-        runtime: Runtime = request.state.runtime
-        async with export_slot(runtime):
-            return await _download(runtime, request.headers.get("authorization"))
-    except Unauthenticated as exc:
-        return JSONResponse(
-            {"errors": [domain_entry(exc)]}, 401, headers={"WWW-Authenticate": "Bearer"}
+class Download:
+    """The route. Bearer auth as for GraphQL; 401 with `UNAUTHENTICATED` for a missing or
+    bad token, 429 with `RATE_LIMITED` and `Retry-After` when the user exported (or asked)
+    too often, 503 with `Retry-After` when the server is too busy to build it now."""
+
+    def __init__(self, graphql: GraphQLEndpoint) -> None:
+        self._graphql = graphql
+        prepared = graphql.documents.prepare(DOCUMENT)
+        assert prepared.document is not None, prepared.errors
+        self._document: DocumentNode = prepared.document
+
+    async def handle(self, request: Request) -> Response:
+        request_id: str = request.state.request_id
+        try:
+            runtime: Runtime = request.state.runtime
+            async with export_slot(runtime):
+                return await self._download(runtime, request, request_id)
+        except Unauthenticated as exc:
+            return _unauthenticated(domain_entry(exc))
+        except RateLimited as exc:
+            return _too_many(domain_entry(exc), exc.retry_after)
+        except (ServiceBusy, PoolExhausted) as exc:
+            return _busy(domain_entry(exc if isinstance(exc, ServiceBusy) else busy()))
+        except Exception:
+            log.exception("account export failed", extra={"request_id": request_id})
+            return JSONResponse({"errors": [masked_entry(request_id)]}, 500)
+
+    async def _download(self, runtime: Runtime, request: Request, request_id: str) -> Response:
+        user = await resolve_caller(runtime, request.headers.get("authorization"))
+        data, errors = await self._graphql.execute(
+            Context(runtime, caller=user), self._document, None, None, request_id
         )
-    except RateLimited as exc:
-        return JSONResponse(
-            {"errors": [domain_entry(exc)]}, 429, headers={"Retry-After": str(exc.retry_after)}
+        if data is None:  # the export itself failed: answer as the first error says
+            return _refusal(errors[0])
+        body = dict(data["export"])
+        if errors:
+            body["errors"] = [{**e, "path": e.get("path", [])[1:]} for e in errors]
+        return Response(
+            readable_json(body),
+            media_type="application/json",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename(user.id)}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
-    except (ServiceBusy, PoolExhausted) as exc:
-        refusal = exc if isinstance(exc, ServiceBusy) else busy()
-        return JSONResponse({"errors": [domain_entry(refusal)]}, 503, headers={"Retry-After": "1"})
-    except Exception:
-        request_id = request.state.request_id
-        log.exception("account export failed", extra={"request_id": request_id})
-        return JSONResponse({"errors": [masked_entry(request_id)]}, 500)
 
 
-async def _download(runtime: Runtime, authorization: str | None) -> Response:
-    user = await resolve_caller(runtime, authorization)
-    data = await export.our_data(runtime.pool, user, rate_limit=runtime.settings.rate_limits.export)
-    customer_id = None if data.customer is None else data.customer.stripe_customer_id
-    errors: list[dict[str, Any]] = []
-    try:
-        stripe_customer = await export.stripe_customer(
-            runtime.pool,
-            runtime.stripe,
-            user,
-            customer_id,
-            rate_limit=runtime.settings.rate_limits.stripe,
-        )
-    except (PaymentProviderError, StripeNotConfigured, RateLimited) as exc:
-        stripe_customer = None
-        errors.append(domain_entry(exc, ["stripeCustomer"]))
-    return Response(
-        readable_json(document(data, stripe_customer, errors)),
-        media_type="application/json",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename(data.user.id)}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+def _refusal(error: dict[str, Any]) -> Response:
+    entry = {key: value for key, value in error.items() if key not in ("path", "locations")}
+    code = entry.get("extensions", {}).get("code")
+    if code == "UNAUTHENTICATED":
+        return _unauthenticated(entry)
+    if code == "RATE_LIMITED":
+        return _too_many(entry, int(entry["extensions"].get("retryAfter", 1)))
+    if code == INTERNAL and entry["extensions"].get("retryable"):
+        return _busy(entry)
+    return JSONResponse({"errors": [entry]}, 500)
+
+
+def _unauthenticated(entry: dict[str, Any]) -> Response:
+    return JSONResponse({"errors": [entry]}, 401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _too_many(entry: dict[str, Any], retry_after: int) -> Response:
+    return JSONResponse({"errors": [entry]}, 429, headers={"Retry-After": str(retry_after)})
+
+
+def _busy(entry: dict[str, Any]) -> Response:
+    return JSONResponse({"errors": [entry]}, 503, headers={"Retry-After": "1"})

@@ -1,7 +1,8 @@
 """Logs as JSON lines (or text in development) carrying the request ID, operation and user.
 
-The per-request values live in context variables set by the edge, so every log line of a
-request — ours, Stripe's SDK's, uvicorn's — carries them without being passed around.
+The per-request values live in context variables (`services.log_context`), so every log
+line of a request — ours, Stripe's SDK's, uvicorn's — carries them without being passed
+around.
 Tokens and secrets are never put in a log record.
 """
 
@@ -9,14 +10,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextvars import ContextVar
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-operation_var: ContextVar[str | None] = ContextVar("operation", default=None)
-user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
+from services.log_context import operation_var, request_id_var, user_id_var
 
 QUIET = ("pgserver", "alembic.runtime.plugins", "stripe", "httpx", "httpcore", "databases")
 

@@ -15,15 +15,16 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp
 
 from app.auth import Authenticator, JwksCache, development_secret
-from app.context import Runtime
+from app.browser.graphiql import GraphiQL
 from app.edge import Edge
-from app.export_route import account_export
-from app.graphiql import GraphiQL
-from app.graphql import GraphQLEndpoint
+from app.export_route import Download
+from app.graphql.endpoint import GraphQLEndpoint
+from app.graphql.schema import executable_schema
 from app.health import healthz, readyz
-from app.memory import trim_now, trim_when_idle
 from app.metrics_route import metrics_endpoint
 from app.middleware import LimitBody
+from app.process.memory import trim_now, trim_when_idle
+from app.runtime import Runtime
 from app.settings import ConfigError, Settings
 from app.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from app.webhooks import stripe_webhook
@@ -114,6 +115,9 @@ def create_app(settings: Settings | None = None) -> Edge:
             worker=worker,
             metrics=metrics,
             export_slots=asyncio.Semaphore(settings.export_concurrency),
+            limits=settings.rate_limits,
+            app_url=settings.app_url,
+            portal_configuration_id=settings.stripe_portal_configuration_id,
         )
         listener = None
         if settings.run_worker:
@@ -141,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Edge:
             await pool.disconnect()
 
     graphql = GraphQLEndpoint(
-        build_schema()._schema,
+        executable_schema(build_schema()),
         validation_rules(production=settings.is_production),
         max_tokens=MAX_TOKENS,
         hide_suggestions=settings.is_production,
@@ -161,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Edge:
                 LimitBody(request_response(stripe_webhook), WEBHOOK_MAX_BODY_BYTES),
                 methods=["POST"],
             ),
-            Route("/account/export", account_export, methods=["GET"]),
+            Route("/account/export", Download(graphql).handle, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     graceful_shutdown_seconds: int = 20
     # Each request, headers and body, must arrive within this long of the connection opening
-    # or the previous response ending; else 408 and the connection is closed. app.slow_clients
+    # or the previous response ending; else 408 and the connection is closed.
+    # See app.process.slow_clients.
     request_read_timeout_seconds: PositiveFloat = 30.0
     run_worker: bool = True
     worker_poll_seconds: float = 1.0

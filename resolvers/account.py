@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import strawberry
 
-from app.context import Context
-from resolvers.query import to_user
-from resolvers.users import to_subscription, to_usage_record
+from resolvers.context import Context
 from schema.export import DeleteAccountInput, DeleteAccountResult, Export
+from schema.types import to_subscription, to_usage_record
+from schema.user import to_user
 from services import deletion, export
 
 
 async def export_account(info: strawberry.Info[Context, None]) -> Export:
     context = info.context
-    data = await export.our_data(
-        context.runtime.pool, context.user, rate_limit=context.settings.rate_limits.export
+    data = await export.snapshot(
+        context.deps.pool, context.user, rate_limit=context.deps.limits.export
     )
     # `userProfile { customer subscription subscriptions }` answer from the same snapshot.
     context.loaders.customer.prime(data.user.id, data.customer)
@@ -33,14 +33,13 @@ async def export_account(info: strawberry.Info[Context, None]) -> Export:
 async def delete_account(
     info: strawberry.Info[Context, None], input: DeleteAccountInput | None = None
 ) -> DeleteAccountResult:
-    context = info.context
-    runtime = context.runtime
+    deps = info.context.deps
     message = await deletion.delete_account(
-        runtime.pool,
-        runtime.stripe,
-        runtime.single_flight,
-        context.user,
+        deps.pool,
+        deps.stripe,
+        deps.single_flight,
+        info.context.user,
         delete_from_stripe=input is not None and input.delete_from_stripe,
-        rate_limit=context.settings.rate_limits.deletion,
+        rate_limit=deps.limits.deletion,
     )
     return DeleteAccountResult(success=True, message=message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 
-from app.context import Context
+from resolvers.context import Context
 from services import export
 
 
@@ -14,12 +14,12 @@ async def stripe_customer(
 ) -> JSON | None:
     """Its own field, so a Stripe failure errors here and the rest of the export returns.
     Each occurrence counts against the caller's Stripe bucket."""
-    context = info.context
+    deps = info.context.deps
     found = await export.stripe_customer(
-        context.runtime.pool,
-        context.runtime.stripe,
-        context.user,
+        deps.pool,
+        deps.stripe,
+        info.context.user,
         stripe_customer_id,
-        rate_limit=context.settings.rate_limits.stripe,
+        rate_limit=deps.limits.stripe,
     )
     return None if found is None else JSON(dict(found))

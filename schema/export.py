@@ -7,9 +7,9 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
-from app.context import Context
-from app.cost import STRIPE_BACKED, SUBSCRIPTIONS, fixed_size
 from resolvers import export
+from resolvers.context import Context
+from schema.costs import STRIPE_BACKED, SUBSCRIPTIONS, fixed_size
 from schema.types import Subscription, UsageRecord
 from schema.user import User
 from services.export import MAX_USAGE_RECORDS

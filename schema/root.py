@@ -1,7 +1,7 @@
 """The schema: root types, and the limits every document is validated against.
 
 Fields that call Stripe while they run carry `metadata=STRIPE_BACKED`: the query cost weighs
-them and counts them (`app.cost`).
+them and counts them (`app.graphql.cost`, declared with `schema.costs`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import strawberry
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
-from app.cost import STRIPE_BACKED
-from resolvers import account, mutation, profile, query
+from resolvers import account, billing, profile, query
+from schema.costs import STRIPE_BACKED
 from schema.export import DeleteAccountResult, Export
 from schema.types import CheckoutSession, Plan, PortalSession, Subscription
 from schema.user import User
@@ -34,12 +34,12 @@ class Query:
 @strawberry.type
 class Mutation:
     create_checkout_session: CheckoutSession = strawberry.field(
-        resolver=mutation.create_checkout_session,
+        resolver=billing.create_checkout_session,
         description="Starts Stripe Checkout for a plan (PRO by default); follow the url",
         metadata=STRIPE_BACKED,
     )
     create_portal_session: PortalSession = strawberry.field(
-        resolver=mutation.create_portal_session,
+        resolver=billing.create_portal_session,
         description="Opens the Stripe Billing Portal for the caller's customer",
         metadata=STRIPE_BACKED,
     )
@@ -54,7 +54,7 @@ class Mutation:
         description="Saved at once; synced to the Stripe customer in the background",
     )
     sync_subscription: Subscription | None = strawberry.field(
-        resolver=profile.sync_subscription,
+        resolver=billing.sync_subscription,
         description="Re-reads the caller's subscription from Stripe now. The SPA calls it on "
         "returning from Checkout, so the new plan shows before the webhook arrives. "
         "Null without a customer.",

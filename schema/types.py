@@ -1,4 +1,5 @@
-"""Leaf types, which resolve from their own fields only."""
+"""Leaf types, which resolve from their own fields only, and the mappers that build each
+from its record (`to_*`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from enum import Enum
 
 import strawberry
 
+from db.customers import CustomerRecord
+from db.notifications import NotificationRecord
+from db.subscriptions import SubscriptionRecord
+from db.usage import UsageRecordRow
 from services.plans import PRO_PLAN_ID
+from services.plans import Plan as PlanRecord
 
 
 @strawberry.enum
@@ -98,3 +104,56 @@ class UpdateProfileInput:
     first_name: str | None = strawberry.UNSET
     last_name: str | None = strawberry.UNSET
     phone: str | None = strawberry.UNSET
+
+
+def to_customer(record: CustomerRecord) -> Customer:
+    return Customer(
+        id=strawberry.ID(record.stripe_customer_id),
+        email=record.email,
+        name=record.name,
+        phone=record.phone,
+        created_at=record.created_at,
+    )
+
+
+def to_subscription(record: SubscriptionRecord) -> Subscription:
+    return Subscription(
+        plan_id=strawberry.ID(record.plan_id),
+        status=SubscriptionStatus(record.status),
+        stripe_subscription_id=record.stripe_subscription_id,
+        price_id=record.price_id,
+        cancel_at_period_end=record.cancel_at_period_end,
+        cancel_at=record.cancel_at,
+        current_period_end=record.current_period_end,
+        trial_end=record.trial_end,
+        updated_at=record.updated_at,
+    )
+
+
+def to_usage_record(record: UsageRecordRow) -> UsageRecord:
+    return UsageRecord(
+        id=strawberry.ID(str(record.id)),
+        metric=record.metric,
+        quantity=record.quantity,
+        created_at=record.created_at,
+    )
+
+
+def to_notification(record: NotificationRecord) -> Notification:
+    return Notification(
+        id=strawberry.ID(str(record.id)),
+        kind=record.kind,
+        message=record.message,
+        created_at=record.created_at,
+    )
+
+
+def to_plan(plan: PlanRecord) -> Plan:
+    return Plan(
+        id=strawberry.ID(plan.id),
+        name=plan.name,
+        price_id=plan.price_id,
+        amount=plan.amount,
+        currency=plan.currency,
+        interval=plan.interval,
+    )

@@ -1,12 +1,14 @@
-"""The signed-in user; nested fields delegate to `resolvers.users`."""
+"""The signed-in user, and its mapper (`to_user`); nested fields delegate to
+`resolvers.users`."""
 
 from __future__ import annotations
 
 import strawberry
 
-from app.context import Context
-from app.cost import SUBSCRIPTIONS
+from db.users import UserRecord
 from resolvers import users
+from resolvers.context import Context
+from schema.costs import SUBSCRIPTIONS
 from schema.types import Customer, Notification, Subscription, UsageRecord
 
 
@@ -50,3 +52,14 @@ class User:
         self, info: strawberry.Info[Context, None], first: int = 50
     ) -> list[UsageRecord]:
         return await users.usage_records(info, str(self.id), first)
+
+
+def to_user(record: UserRecord) -> User:
+    return User(
+        id=strawberry.ID(record.id),
+        email=record.email,
+        email_verified=record.email_verified,
+        first_name=record.first_name,
+        last_name=record.last_name,
+        phone=record.phone,
+    )

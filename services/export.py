@@ -48,7 +48,7 @@ class AccountExport:
         return subscriptions.ordered(self.subscription_rows)
 
 
-async def our_data(
+async def snapshot(
     pool: Pool, user: UserRecord, *, rate_limit: rate_limits.Bucket
 ) -> AccountExport:
     """Everything we hold about the user, as of one instant. Both the GraphQL `export` and

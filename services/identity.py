@@ -54,7 +54,7 @@ async def caller(pool: Pool, identity: Identity, requests: Bucket) -> UserRecord
     else:
         async with pool.connection() as pg:
             user = await db_users.get(pg, identity.subject)
-    if user is None or _token_brings_news(user, identity):
+    if user is None or _identity_changed(user, identity):
         return await current_user(pool, identity)
     _refuse_older_tokens(user, identity)
     return user
@@ -80,7 +80,7 @@ def _initial_profile(identity: Identity) -> tuple[str | None, str | None, str | 
     return first, last, phone
 
 
-def _token_brings_news(user: UserRecord, identity: Identity) -> bool:
+def _identity_changed(user: UserRecord, identity: Identity) -> bool:
     """The provider's email (its spelling included) or its verification changed: ours
     follows."""
     return user.email != identity.email or user.email_verified != identity.email_verified
@@ -124,7 +124,7 @@ async def current_user(pool: Pool, identity: Identity) -> UserRecord:
                 user = await db_users.get(pg, identity.subject)
                 assert user is not None
     _refuse_older_tokens(user, identity)
-    if not _token_brings_news(user, identity):
+    if not _identity_changed(user, identity):
         return user
     async with user_transaction(pool, user.id) as pg:
         updated = await db_users.update_identity(

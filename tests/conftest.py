@@ -22,9 +22,9 @@ from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp
 
 from app import logging as log_setup
-from app.context import Runtime
 from app.edge import Edge
 from app.main import create_app
+from app.runtime import Runtime
 from app.settings import Settings
 from db import embedded, migrate
 from db.urls import with_database

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.context import Runtime
+from app.runtime import Runtime
 from tests.helpers import error_codes, gql
 from tests.support.stripe import FakeStripe, sign
 

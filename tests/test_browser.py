@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from app.graphiql import GraphiQL
+from app.browser.graphiql import GraphiQL
+from app.browser.spa import Spa
 from app.main import create_app
 from app.settings import Settings
-from app.spa import Spa
 from tests.support.loopback import LoopbackServer
 from tests.support.stripe import FakeStripe
 from tests.support.tokens import make_token

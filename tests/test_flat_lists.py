@@ -6,15 +6,14 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import httpx
 from graphql import execute, parse
-from starlette.requests import Request
 
-from app.context import Context, Runtime, resolve_caller
-from app.execution import FlatListExecutor
+from app.graphql.execution import FlatListExecutor
+from app.runtime import Runtime, resolve_caller
+from resolvers.context import Context
 from schema.root import build_schema
 from tests.helpers import gql
 
@@ -45,17 +44,9 @@ query($withTime: Boolean!) {
 
 
 async def request_context(runtime: Runtime, bearer: str) -> Context:
-    """The context the endpoint would build for a POST with this bearer token."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": "POST",
-        "path": "/graphql",
-        "headers": [(b"authorization", f"Bearer {bearer}".encode())],
-        "query_string": b"",
-        "state": {"runtime": runtime, "request_id": "r"},
-    }
+    """The context the endpoint would build for a request with this bearer token."""
     caller = await resolve_caller(runtime, f"Bearer {bearer}")
-    return Context(runtime, Request(scope), caller=caller)
+    return Context(runtime, caller=caller)
 
 
 async def test_the_flat_path_matches_graphql_cores_executor(

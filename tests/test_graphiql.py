@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.graphiql import CDN, IMMUTABLE, NODE_MODULES, PINNED, VENDOR, GraphiQL
+from app.browser.graphiql import CDN, IMMUTABLE, NODE_MODULES, PINNED, VENDOR, GraphiQL
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = {"Accept": "text/html"}
@@ -148,7 +148,7 @@ class TestWithoutNodeModules:
     def test_it_says_so_at_start(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         ide = GraphiQL(tmp_path / "node_modules")
         assert ide.mode == "cdn"
-        with caplog.at_level(logging.INFO, logger="app.graphiql"):
+        with caplog.at_level(logging.INFO, logger="app.browser.graphiql"):
             ide.log_mode()
         [record] = caplog.records
         assert record.levelno == logging.WARNING

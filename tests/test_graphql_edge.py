@@ -452,7 +452,7 @@ async def test_a_null_variable_for_an_argument_that_may_not_be_null_is_bad_input
 
 
 async def test_a_client_gone_before_its_body_arrived_is_no_error(app: ASGIApp) -> None:
-    """It went away (or was dropped as too slow, app.slow_clients): there is no one to
+    """It went away (or was dropped as too slow, app.process.slow_clients): there is no one to
     answer, and nothing for the server to log as an exception in the application."""
     messages: list[Message] = [
         {"type": "http.request", "body": b'{"query": "{ pl', "more_body": True},

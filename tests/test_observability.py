@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.context import Runtime
+from app.runtime import Runtime
 from tests.helpers import error_codes, gql
 from tests.support.stripe import FakeStripe, sign
 
@@ -182,7 +182,7 @@ class TestJsonLogs:
         err = capsys.readouterr().err
         assert bearer not in err
         lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-        [failure] = [line for line in lines if line["logger"] == "app.errors"]
+        [failure] = [line for line in lines if line["logger"] == "app.graphql.errors"]
         assert failure["level"] == "ERROR"
         assert failure["request_id"] == "req-log-2"
         assert failure["operation"] == "me"

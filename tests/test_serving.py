@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = textwrap.dedent(
     """
     import asyncio, json, sys, time
-    from app.serving import production_app
+    from app.process.serving import production_app
 
     production_app()
     import jwt, stripe

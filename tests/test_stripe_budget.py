@@ -13,8 +13,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.context import Runtime
 from app.main import create_app
+from app.runtime import Runtime
 from app.settings import Settings
 from tests.helpers import error_codes, gql, link_customer, sign_up
 from tests.support.stripe import FakeStripe

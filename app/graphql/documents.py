@@ -4,7 +4,7 @@ A document is parsed and validated once (the limits included), then each of its 
 is analysed once: its root fields (found through inline fragments and fragment spreads too)
 give the label for logs and metrics, whether its answer is the same for everyone (`public`)
 and whether it is an export (`heavy`); its cost and the Stripe calls it can make come from
-`app.cost`. The result is kept in an LRU bounded in bytes, keyed by a digest of the text.
+`app.graphql.cost`. The result is kept in an LRU bounded in bytes, keyed by a digest of the text.
 
 Estimating what an entry holds: a parsed document keeps its source text (through the
 locations of its nodes) and every token of it, comments included, in a linked list next to
@@ -37,8 +37,8 @@ from graphql import (
 )
 from graphql.validation import ASTValidationRule
 
-from app.caches import ByteBoundedLRU, digest
-from app.cost import (
+from app.graphql.caches import ByteBoundedLRU, digest
+from app.graphql.cost import (
     MAX_COST,
     MAX_EXPANDED_FIELDS,
     expanded_fields,
@@ -46,7 +46,7 @@ from app.cost import (
     operation_cost,
     root_fields,
 )
-from app.errors import document_entry, domain_entry
+from app.graphql.errors import document_entry, domain_entry
 from services.errors import QueryTooComplex
 
 # Root fields whose answers are large: built a few at a time (`Runtime.export_slots`).
@@ -71,7 +71,6 @@ class Operation:
     public: bool  # every root field it reaches answers the same for everyone
     heavy: bool  # it reaches an export
     cost: int
-    stripe_calls: int  # Stripe-backed fields reached (times the lists around them)
     variables: tuple[str, ...]  # the variables it declares
 
     @property
@@ -124,12 +123,17 @@ class Documents:
         self.cache: ByteBoundedLRU[bytes, Prepared] = ByteBoundedLRU(max_bytes)
 
     def get(self, query: str) -> Prepared:
+        """A client's document: prepared once, then kept (bounded in bytes) by its digest."""
         key = digest(query)
         found = self.cache.get(key)
         if found is None:
             found, size = self._prepare(key, query)
             self.cache.put(key, found, size)
         return found
+
+    def prepare(self, query: str) -> Prepared:
+        """One of the service's own documents (the download's): prepared, not cached."""
+        return self._prepare(digest(query), query)[0]
 
     def _prepare(self, key: bytes, query: str) -> tuple[Prepared, int]:
         try:
@@ -169,8 +173,7 @@ class Documents:
                     and not directives
                 ),
                 heavy=not HEAVY_ROOT_FIELDS.isdisjoint(names),
-                cost=cost.points,
-                stripe_calls=cost.stripe_calls,
+                cost=cost,
                 variables=tuple(
                     variable.variable.name.value
                     for variable in definition.variable_definitions or ()

@@ -30,7 +30,7 @@ from uvicorn.server import ServerState
 
 log = logging.getLogger(__name__)
 
-HTTP_PROTOCOL = "app.slow_clients:SlowClientsProtocol"
+HTTP_PROTOCOL = "app.process.slow_clients:SlowClientsProtocol"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _TIMEOUT_BODY = b"Request Timeout: the request did not arrive in time"
 

@@ -11,7 +11,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from db.connection import PoolExhausted
 from services import errors
 
-log = logging.getLogger("app.errors")
+log = logging.getLogger("app.graphql.errors")
 
 INTERNAL = "INTERNAL_SERVER_ERROR"
 ERROR_CODES: dict[type[errors.DomainError], str] = {

@@ -2,7 +2,7 @@
 
 Strawberry builds the schema (types, resolvers, `Info`); this endpoint replaces its HTTP
 view and per-request extension runner, which cost most of a small query's time. A document
-is parsed, validated and analysed once per distinct query text (`app.documents`: limits,
+is parsed, validated and analysed once per distinct query text (`app.graphql.documents`: limits,
 cost, root fields), then each request only checks its variables, builds its context and
 executes. The rules are those of the Strawberry view it replaces: JSON over POST, queries
 only over GET, no batching, no multipart, no websockets.
@@ -29,13 +29,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from app.caches import ByteBoundedLRU
-from app.context import Context, Runtime, export_slot, resolve_caller
-from app.documents import Documents, Operation, Prepared
-from app.errors import BAD_USER_INPUT, VALIDATION_FAILED, domain_entry, format_error, request_entry
-from app.execution import FlatListExecutor
-from app.logging import operation_var
+from app.graphql.caches import ByteBoundedLRU
+from app.graphql.documents import Documents, Operation, Prepared
+from app.graphql.errors import (
+    BAD_USER_INPUT,
+    VALIDATION_FAILED,
+    domain_entry,
+    format_error,
+    request_entry,
+)
+from app.graphql.execution import FlatListExecutor
+from app.runtime import Runtime, export_slot, resolve_caller
+from resolvers.context import Context
 from services.errors import ServiceBusy
+from services.log_context import operation_var
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,9 @@ ANSWERS_MAX_BYTES = 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _Refused(Exception):
+class HTTPRefusal(Exception):
+    """A request refused before GraphQL: answered with `status` and plain-text `reason`."""
+
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.reason = reason
@@ -86,7 +95,7 @@ class GraphQLEndpoint:
         request = Request(scope, receive)
         try:
             body = await self._respond(request, scope["state"])
-        except _Refused as refused:
+        except HTTPRefusal as refused:
             response = PlainTextResponse(refused.reason, refused.status, refused.headers)
             await response(scope, receive, send)
             return
@@ -115,7 +124,7 @@ class GraphQLEndpoint:
             error = GraphQLError("Unknown operation: name the operation to run (operationName)")
             return _encode(state, None, [request_entry(error, VALIDATION_FAILED)])
         if sent.method == "GET" and operation.kind is not OperationType.QUERY:
-            raise _Refused(405, "Only queries can be sent over GET; use POST")
+            raise HTTPRefusal(405, "Only queries can be sent over GET; use POST")
         too_complex = operation.too_complex()
         if too_complex is not None:
             return _encode(state, None, [too_complex])
@@ -139,40 +148,52 @@ class GraphQLEndpoint:
         operation: Operation,
         sent: _Request,
     ) -> bytes:
-        context = await self._context(state["runtime"], request, operation)
+        runtime: Runtime = state["runtime"]
+        context = await self._context(runtime, request, operation)
+        request_id: str = state["request_id"]
         if operation.heavy:
             try:
-                async with export_slot(state["runtime"]):  # the answer's JSON counts too
-                    data, errors = await self._execute(context, document, sent)
+                async with export_slot(runtime):  # the answer's JSON counts too
+                    data, errors = await self.execute(
+                        context, document, sent.variables, sent.operation_name, request_id
+                    )
                     return _encode(state, data, errors)
             except ServiceBusy as busy:
                 return _encode(state, None, [domain_entry(busy)])
-        data, errors = await self._execute(context, document, sent)
+        data, errors = await self.execute(
+            context, document, sent.variables, sent.operation_name, request_id
+        )
         return _encode(state, data, errors)
 
     async def _context(self, runtime: Runtime, request: Request, operation: Operation) -> Context:
         """The request's context, its caller resolved first unless every root field is public."""
         if operation.public:
-            return Context(runtime, request)
+            return Context(runtime)
         try:
             caller = await resolve_caller(runtime, request.headers.get("authorization"))
         except Exception as refusal:  # raised again by each field that reads the caller
-            return Context(runtime, request, refusal=refusal)
-        return Context(runtime, request, caller=caller)
+            return Context(runtime, refusal=refusal)
+        return Context(runtime, caller=caller)
 
-    async def _execute(
-        self, context: Context, document: DocumentNode, sent: _Request
+    async def execute(
+        self,
+        context: Context,
+        document: DocumentNode,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        request_id: str,
     ) -> tuple[Any, list[dict[str, Any]]]:
-        """The data and the formatted errors: variables that do not coerce are the caller's
-        (`BAD_USER_INPUT`); errors of fields are formatted by `format_error`."""
-        request_id: str = context.request.scope["state"]["request_id"]
+        """Run a validated document: the data and the formatted errors. Variables that do not
+        coerce are the caller's (`BAD_USER_INPUT`); errors of fields are formatted by
+        `format_error` (domain errors coded, anything else masked). The context is closed
+        afterwards."""
         try:
             executor = FlatListExecutor.build(
                 self._schema,
                 document,
                 context_value=context,
-                raw_variable_values=sent.variables,
-                operation_name=sent.operation_name,
+                raw_variable_values=variables,
+                operation_name=operation_name,
                 hide_suggestions=self._hide_suggestions,
             )
             if isinstance(executor, list):
@@ -197,7 +218,7 @@ async def _raw(request: Request) -> tuple[str, bytes]:
     if method == "GET":
         query_string: bytes = scope["query_string"]
         if len(query_string) > MAX_QUERY_STRING_BYTES:
-            raise _Refused(414, f"Query string too long (limit {MAX_QUERY_STRING_BYTES} bytes)")
+            raise HTTPRefusal(414, f"Query string too long (limit {MAX_QUERY_STRING_BYTES} bytes)")
         return method, query_string
     if method == "POST":
         content_type = b""
@@ -206,9 +227,9 @@ async def _raw(request: Request) -> tuple[str, bytes]:
                 content_type = value
                 break
         if content_type.split(b";")[0].strip().lower() != b"application/json":
-            raise _Refused(415, "Send GraphQL requests as application/json")
+            raise HTTPRefusal(415, "Send GraphQL requests as application/json")
         return method, await _body(request.receive)
-    raise _Refused(405, "GraphQL only supports GET and POST requests", {"Allow": "GET, POST"})
+    raise HTTPRefusal(405, "GraphQL only supports GET and POST requests", {"Allow": "GET, POST"})
 
 
 async def _body(receive: Receive) -> bytes:
@@ -226,7 +247,7 @@ def _read(method: str, content: bytes) -> _Request:
     if method == "GET":
         params = QueryParams(content)
         if "query" not in params:
-            raise _Refused(404, "Not Found")
+            raise HTTPRefusal(404, "Not Found")
         data: Any = {
             "query": params.get("query"),
             "operationName": params.get("operationName"),
@@ -235,22 +256,22 @@ def _read(method: str, content: bytes) -> _Request:
     else:
         data = _json(content, "Unable to parse request body as JSON")
     if isinstance(data, list):
-        raise _Refused(400, "Batching is not enabled")
+        raise HTTPRefusal(400, "Batching is not enabled")
     if not isinstance(data, dict):
-        raise _Refused(400, "The request body must be a JSON object")
+        raise HTTPRefusal(400, "The request body must be a JSON object")
     query, variables, operation_name = (
         data.get("query"),
         data.get("variables"),
         data.get("operationName"),
     )
     if not isinstance(query, str) or not query.strip():
-        raise _Refused(400, "No GraphQL query found in the request")
+        raise HTTPRefusal(400, "No GraphQL query found in the request")
     if len(query) > MAX_QUERY_CHARS:
-        raise _Refused(400, f"The query document is over {MAX_QUERY_CHARS} characters")
+        raise HTTPRefusal(400, f"The query document is over {MAX_QUERY_CHARS} characters")
     if not isinstance(variables, dict | None):
-        raise _Refused(400, "The operation's `variables` must be an object or null")
+        raise HTTPRefusal(400, "The operation's `variables` must be an object or null")
     if not isinstance(operation_name, str | None):
-        raise _Refused(400, "The operation's `operationName` must be a string or null")
+        raise HTTPRefusal(400, "The operation's `operationName` must be a string or null")
     _check_text(query)
     if operation_name is not None:
         _check_text(operation_name)
@@ -265,12 +286,12 @@ def _json(content: str | bytes | None, problem: str) -> Any:
     try:
         return json.loads(content)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise _Refused(400, problem) from exc
+        raise HTTPRefusal(400, problem) from exc
 
 
 def _check_text(text: str) -> None:
     if not text.isascii() and _SURROGATE.search(text):
-        raise _Refused(400, "Strings must be valid Unicode: a lone surrogate was sent")
+        raise HTTPRefusal(400, "Strings must be valid Unicode: a lone surrogate was sent")
 
 
 def _check_values(variables: dict[str, Any]) -> None:
@@ -283,7 +304,7 @@ def _check_values(variables: dict[str, Any]) -> None:
             _check_text(value)
         elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise _Refused(400, f"`variables` are nested over {MAX_JSON_DEPTH} levels deep")
+                raise HTTPRefusal(400, f"`variables` are nested over {MAX_JSON_DEPTH} levels deep")
             if isinstance(value, dict):
                 for key in value:
                     _check_text(key)

@@ -11,21 +11,19 @@ so `{ me { id id } }` costs what `{ me { id } }` does, while 30 aliases cost 30 
 - introspection (`__schema`, `__type`) costs 1 a field: the schema is small and finite.
 
 Which fields call Stripe, and which lists have a fixed size, is declared on the schema's
-fields (Strawberry `metadata`, or graphql-core field `extensions`): see `STRIPE_BACKED` and
-`fixed_size`. An operation's `stripe_calls` counts the Stripe-backed fields it reaches, times
-the sizes of the lists around them: at most that many Stripe calls.
+fields (Strawberry `metadata`, or graphql-core field `extensions`): see `schema.costs`.
+(Each Stripe-backed field that runs also counts against the caller's Stripe rate limit, in
+the service it calls.)
 
 No existing analyser fitted: strawberry has depth, alias and token limits but no cost;
 graphql-core has none; `graphql-complexity` (PyPI) needs the variables (so its result cannot
 be cached with the document), does not see non-null lists (`[T!]!`, all of ours) as lists,
-sums every operation of a document and has no notion of a fixed list size or of a Stripe
-call count.
+sums every operation of a document and has no notion of a fixed list size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -49,6 +47,7 @@ from graphql import (
 from graphql.type.definition import GraphQLInterfaceType
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
+from schema.costs import SIZE_KEY, STRIPE_KEY
 from services.listings import MAX_PAGE
 
 MAX_COST = 5000
@@ -62,34 +61,13 @@ MAX_EXPANDED_FIELDS = 10_000
 
 _DEFINITION = "strawberry-definition"
 _INTROSPECTION = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
-_STRIPE = "stripe_backed"
-_SIZE = "list_size"
-
-STRIPE_BACKED: Mapping[str, Any] = {_STRIPE: True}
-
-
-def fixed_size(rows: int) -> Mapping[str, Any]:
-    """The metadata of a list the cost counts at `rows` items: one that never holds more
-    (`Export.usageRecords`), or one that holds a handful by nature (`SUBSCRIPTIONS`)."""
-    return {_SIZE: rows}
-
-
-# A customer holds a handful of subscriptions (one checkout at a time; a duplicate paid
-# subscription is canceled at once), so their lists count 10, not a full page of 100.
-SUBSCRIPTIONS = fixed_size(10)
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    points: int
-    stripe_calls: int
 
 
 def operation_cost(
     schema: GraphQLSchema,
     operation: OperationDefinitionNode,
     fragments: Mapping[str, FragmentDefinitionNode],
-) -> Cost:
+) -> int:
     """The cost of a validated operation (see the module's docstring)."""
     root = schema.get_root_type(operation.operation)
     assert root is not None, "validated: the schema has this operation's root type"
@@ -213,44 +191,37 @@ class _Walk:
         parent: GraphQLObjectType | GraphQLInterfaceType | None,
         selection_sets: list[SelectionSetNode],
         introspection: bool,
-    ) -> Cost:
+    ) -> int:
         groups: dict[tuple[str, str], list[_Typed]] = {}
         for node, on in _collect(self.fragments, parent, selection_sets, [], self.schema):
             key = node.alias.value if node.alias else node.name.value
             groups.setdefault((key, on.name if on else ""), []).append((node, on))
-        points = stripe_calls = 0
-        for nodes in groups.values():
-            cost = self.field(nodes, introspection)
-            points += cost.points
-            stripe_calls += cost.stripe_calls
-        return Cost(points, stripe_calls)
+        return sum(self.field(nodes, introspection) for nodes in groups.values())
 
-    def field(self, nodes: list[_Typed], introspection: bool) -> Cost:
+    def field(self, nodes: list[_Typed], introspection: bool) -> int:
         node, on = nodes[0]
         name = node.name.value
         if name == "__typename":
-            return Cost(1, 0)
+            return 1
         definition: GraphQLField | None
         if name in _INTROSPECTION:
             definition, introspection = _INTROSPECTION[name], True
         else:
             definition = on.fields.get(name) if on is not None else None
         if definition is None:  # validated: cannot happen; a field still costs
-            return Cost(1, 0)
+            return 1
         marks = _marks(definition)
-        stripe = bool(marks.get(_STRIPE))
-        weight = STRIPE_WEIGHT if stripe else 1
+        weight = STRIPE_WEIGHT if marks.get(STRIPE_KEY) else 1
         size = 1
         if not introspection and _is_list(definition.type):
             size = max(1, _list_size(definition, node, marks))
         named = get_named_type(definition.type)
         selection_sets = [n.selection_set for n, _ in nodes if n.selection_set is not None]
         if not selection_sets or not is_composite_type(named):
-            return Cost(weight * size, int(stripe) * size)
+            return weight * size
         # A union's fields come only through fragments, which name their own types.
         parent = named if isinstance(named, GraphQLObjectType | GraphQLInterfaceType) else None
-        inner = self.selections(parent, selection_sets, introspection)
-        return Cost(weight + size * inner.points, int(stripe) + size * inner.stripe_calls)
+        return weight + size * self.selections(parent, selection_sets, introspection)
 
 
 def _marks(field: GraphQLField) -> Mapping[str, Any]:
@@ -268,7 +239,7 @@ def _is_list(type_: GraphQLOutputType) -> bool:
 
 
 def _list_size(field: GraphQLField, node: FieldNode, marks: Mapping[str, Any]) -> int:
-    fixed = marks.get(_SIZE)
+    fixed = marks.get(SIZE_KEY)
     if "first" in field.args:
         for argument in node.arguments or ():
             if argument.name.value == "first" and isinstance(argument.value, IntValueNode):

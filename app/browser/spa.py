@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-SPA_DIR = Path(__file__).resolve().parent.parent / "examples" / "spa"
+SPA_DIR = Path(__file__).resolve().parents[2] / "examples" / "spa"
 
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -13,7 +13,7 @@ Marking a module absent in `sys.modules` makes importing it fail as if it were n
 installed, which both libraries expect. Together that is a sixth of a worker's memory.
 
 It also raises its limit of open files, and sets how long a client has to send a request
-(`app.slow_clients`).
+(`app.process.slow_clients`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from starlette.types import ASGIApp
 
 from app import logging as log_setup
-from app import slow_clients
+from app.process import slow_clients
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def prepare_serving(settings: Settings) -> None:
 
 def production_app() -> ASGIApp:
     """The factory each worker process calls (`python -m app serve --workers N`, or
-    `uvicorn --factory --http app.slow_clients:SlowClientsProtocol app.serving:production_app`):
-    settings from the environment, our logs."""
+    `uvicorn --factory --http app.process.slow_clients:SlowClientsProtocol
+    app.process.serving:production_app`): settings from the environment, our logs."""
     settings = Settings()
     log_setup.configure(json_format=settings.json_logs)
     prepare_serving(settings)
