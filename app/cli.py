@@ -36,7 +36,7 @@ def _database_url(settings: Settings) -> str:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.process.serving import leave_out_unused_modules, prepare_serving
+    from app.process.serving import prepare_serving
     from app.process.slow_clients import HTTP_PROTOCOL
 
     settings.check()
@@ -55,7 +55,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     # One worker is served in this process; several are separate processes, each building
     # its own app (pool, worker loop, logging) through the `production_app` factory.
     if workers == 1:
-        leave_out_unused_modules(settings)
         from app.main import create_app
 
         app: Any = create_app(settings)

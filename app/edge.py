@@ -55,7 +55,10 @@ class Edge:
         self.metrics = metrics
         self.access_log = access_log
         self._routes = dict(routes)
-        self.requests_seen = 0  # for `app.process.memory.trim_when_idle`
+        self.requests_seen = 0  # for `app.process.memory.trim_when_idle`; also the IDs' tail
+        # Request IDs: this process's random prefix and a count, unique across processes and
+        # restarts without a system call per request.
+        self._id_prefix = secrets.token_hex(8)
         self._cors = CORSMiddleware(
             self._dispatch,
             allow_origins=cors_origins,
@@ -80,7 +83,7 @@ class Edge:
         if incoming is not None and _REQUEST_ID.match(incoming):
             request_id = incoming
         else:
-            request_id = secrets.token_hex(16)
+            request_id = f"{self._id_prefix}{self.requests_seen:016x}"
         # A copy per request: servers may hand every request the same lifespan state dict.
         state = {**scope.get("state", {}), "request_id": request_id}
         scope["state"] = state

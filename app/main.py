@@ -40,7 +40,6 @@ from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
 
-GRAPHQL_MAX_BODY_BYTES = 64 * 1024  # the contract: over it, 413 before anything is read
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -150,7 +149,7 @@ def create_app(settings: Settings | None = None) -> Edge:
         max_tokens=MAX_TOKENS,
         hide_suggestions=settings.is_production,
     )
-    graphql_endpoint: ASGIApp = LimitBody(graphql, GRAPHQL_MAX_BODY_BYTES)
+    graphql_endpoint: ASGIApp = graphql  # it bounds its own body (64 KiB)
     graphiql_routes: list[BaseRoute] = []
     if not settings.is_production:  # a browser's GET /graphql: app/graphiql.py; else 404
         ide = GraphiQL()

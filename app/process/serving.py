@@ -1,26 +1,10 @@
-"""What a serving process does before it imports the app: leave out the modules it never uses.
-
-Two libraries import optional dependencies only because they are installed:
-
-- the Stripe SDK imports `requests` to offer it as the default synchronous HTTP client; our
-  gateway always hands the SDK an httpx client, so `requests` is never used (5.5 MB);
-- PyJWT imports `cryptography` for RSA and EC keys; without `AUTH_JWKS_URL` every token is
-  HS256, which needs only `hmac` (9.4 MB);
-- httpx imports its command-line tool's `pygments` wherever the development tools have
-  installed it (1.3 MB).
-
-Marking a module absent in `sys.modules` makes importing it fail as if it were not
-installed, which both libraries expect. Together that is a sixth of a worker's memory.
-
-It also raises its limit of open files, and sets how long a client has to send a request
-(`app.process.slow_clients`).
-"""
+"""What a serving process does before it accepts connections: raise its limit of open
+files, and set how long a client has to send a request (`app.process.slow_clients`)."""
 
 from __future__ import annotations
 
 import logging
 import resource
-import sys
 
 from starlette.types import ASGIApp
 
@@ -29,17 +13,6 @@ from app.process import slow_clients
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def leave_out_unused_modules(settings: Settings) -> list[str]:
-    """Call before anything imports `stripe` or `jwt`; returns the modules left out."""
-    unused = ["requests", "pygments"]
-    if settings.auth_jwks_url is None:
-        unused.append("cryptography")
-    left_out = [name for name in unused if name not in sys.modules]
-    for name in left_out:
-        sys.modules[name] = None  # type: ignore[assignment]
-    return left_out
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -77,7 +50,6 @@ def production_app() -> ASGIApp:
     settings = Settings()
     log_setup.configure(json_format=settings.json_logs)
     prepare_serving(settings)
-    leave_out_unused_modules(settings)
     from app.main import create_app
 
     return create_app(settings)
