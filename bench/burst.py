@@ -32,6 +32,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.common import signed_bodies_lua
 from tests.support.processes import pid_of, pin, server_process, throwaway_database
 from tests.support.stripe import FakeStripe, sign
 
@@ -81,33 +82,6 @@ def events_for(fake: FakeStripe, subscriptions: list[dict[str, object]], total: 
     return bodies
 
 
-# Each line of the file once ("signature<TAB>body"), then the thread stops.
-WRK_EACH_ONCE = """
-local requests = {}
-local index = 0
-local answered = 0
-init = function(args)
-  for line in io.lines(args[1]) do
-    local tab = string.find(line, "\\t")
-    local signature = string.sub(line, 1, tab - 1)
-    local body = string.sub(line, tab + 1)
-    requests[#requests + 1] = wrk.format("POST", nil,
-      {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}, body)
-  end
-end
-request = function()
-  index = index % #requests + 1
-  return requests[index]
-end
-response = function(status, headers, body)
-  answered = answered + 1
-  if answered >= #requests then
-    wrk.thread:stop()
-  end
-end
-"""
-
-
 def start_delivery(
     base: str, bodies: list[bytes], connections: int, tmp: Path
 ) -> subprocess.Popen[str]:
@@ -116,7 +90,7 @@ def start_delivery(
     lines = tmp / "events.tsv"
     lines.write_text("".join(f"{sign(body, WEBHOOK_SECRET)}\t{body.decode()}\n" for body in bodies))
     script = tmp / "each_once.lua"
-    script.write_text(WRK_EACH_ONCE)
+    script.write_text(signed_bodies_lua(once=True))
     command = ["wrk", "-t1", f"-c{connections}", "-d300s", "-s", str(script)]
     command += [f"{base}/webhooks/stripe", "--", str(lines)]
     if shutil.which("taskset"):

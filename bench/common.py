@@ -29,3 +29,42 @@ def summary(samples_seconds: list[float]) -> dict[str, float]:
         "p99": percentile(ms, 0.99),
         "mean": statistics.fmean(ms),
     }
+
+
+def signed_bodies_lua(*, once: bool) -> str:
+    """A wrk script POSTing the lines of the file given after `--` ("signature<TAB>body",
+    signed Stripe events), in turn: cycling for the run's duration, or each line `once`
+    (the thread stops when all were answered; wrk itself lingers until its duration)."""
+    stop = (
+        """
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered >= #requests then
+    wrk.thread:stop()
+  end
+end
+"""
+        if once
+        else ""
+    )
+    return (
+        """
+local requests = {}
+local index = 0
+local answered = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local tab = string.find(line, "\\t")
+    local signature = string.sub(line, 1, tab - 1)
+    local body = string.sub(line, tab + 1)
+    requests[#requests + 1] = wrk.format("POST", nil,
+      {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}, body)
+  end
+end
+request = function()
+  index = index % #requests + 1
+  return requests[index]
+end
+"""
+        + stop
+    )

@@ -27,7 +27,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import token
+from bench.common import signed_bodies_lua, token
 from tests.support.processes import (
     ROOT,
     free_port,
@@ -55,24 +55,6 @@ EXPORT_QUERY = (
     "{ export { exportVersion exportTimestamp userProfile { id email } "
     "subscription { planId status } usageRecords { id metric quantity createdAt } } }"
 )
-
-WRK_BODY_CYCLE = """
-local requests = {}
-local index = 0
-init = function(args)
-  for line in io.lines(args[1]) do
-    local tab = string.find(line, "\\t")
-    local signature = string.sub(line, 1, tab - 1)
-    local body = string.sub(line, tab + 1)
-    requests[#requests + 1] = wrk.format("POST", nil,
-      {["Content-Type"] = "application/json", ["Stripe-Signature"] = signature}, body)
-  end
-end
-request = function()
-  index = index % #requests + 1
-  return requests[index]
-end
-"""
 
 
 @dataclass
@@ -245,7 +227,7 @@ def main() -> None:
                 )
                 bare_get = lua_post(tmp / "bare_get.lua", "", {}, "GET")
                 cycle = tmp / "cycle.lua"
-                cycle.write_text(WRK_BODY_CYCLE)
+                cycle.write_text(signed_bodies_lua(once=False))
                 deliveries = webhook_file(tmp / "webhooks.txt", 60_000)
 
                 check(api, bearer)

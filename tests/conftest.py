@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from app.settings import Settings
 from db import embedded, migrate
 from db.urls import with_database
 from tests.servers import Farm, farm
+from tests.support.processes import cloned_database
 from tests.support.stripe import FakeStripe
 from tests.support.tokens import TEST_JWT_SECRET, make_token
 
@@ -63,14 +65,8 @@ async def template_db(pg_server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def database_url(pg_server_url: str, template_db: str) -> AsyncIterator[str]:
-    name = f"billing_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-        yield with_database(pg_server_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with cloned_database(pg_server_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture
@@ -135,6 +131,22 @@ def runtime(lifespan: LifespanManager) -> Runtime:
     """What the lifespan built (pool, Stripe gateway, worker), for driving the worker."""
     runtime: Runtime = lifespan._state["runtime"]
     return runtime
+
+
+@pytest.fixture
+async def two_processes(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two apps on one database, each with its own pool, as two server processes would be."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            manager = await stack.enter_async_context(LifespanManager(create_app(settings)))
+            transport = httpx.ASGITransport(app=manager.app)
+            clients.append(
+                await stack.enter_async_context(
+                    httpx.AsyncClient(transport=transport, base_url="http://testserver")
+                )
+            )
+        yield clients
 
 
 @pytest.fixture

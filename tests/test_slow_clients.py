@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,9 +18,8 @@ import asyncpg
 import httpx
 import pytest
 
-from db.urls import with_database
 from tests.servers import Farm, farm
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, cloned_database
 
 TIMEOUT = 1.0
 PATIENCE = 10.0  # what "closed" may take at most, however slow the machine
@@ -40,14 +38,8 @@ def env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def shared_database_url(pg_server_url: str, template_db: str) -> AsyncIterator[str]:
-    name = f"billing_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-        yield with_database(pg_server_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with cloned_database(pg_server_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

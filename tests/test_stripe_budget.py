@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
 from app.runtime import Runtime
-from app.settings import Settings
 from tests.helpers import error_codes, gql, link_customer, sign_up
 from tests.support.stripe import FakeStripe
 
@@ -30,22 +26,6 @@ def settings_overrides(stripe_settings: dict[str, Any]) -> dict[str, Any]:
         "stripe_max_network_retries": 0,
         "stripe_timeout_seconds": 5.0,  # also how long a call may wait for its turn
     }
-
-
-@pytest.fixture
-async def two_processes(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Two apps on one database, each with its own pool, as two server processes would be."""
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            manager = await stack.enter_async_context(LifespanManager(create_app(settings)))
-            transport = httpx.ASGITransport(app=manager.app)
-            clients.append(
-                await stack.enter_async_context(
-                    httpx.AsyncClient(transport=transport, base_url="http://testserver")
-                )
-            )
-        yield clients
 
 
 async def test_calls_beyond_the_budget_wait_their_turn_across_processes(

@@ -15,14 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO
 
+import asyncpg
 import httpx
 
 from db import embedded, migrate
+from db.urls import with_database
 from tests.support.tokens import TEST_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -43,6 +46,19 @@ def throwaway_database() -> Iterator[str]:
             yield url
         finally:
             server.cleanup()
+
+
+@asynccontextmanager
+async def cloned_database(server_url: str, template: str) -> AsyncIterator[str]:
+    """A fresh database cloned from the migrated template; dropped afterwards."""
+    name = f"billing_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        yield with_database(server_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:
