@@ -47,6 +47,10 @@ query Download {{
     subscription {{ {SUBSCRIPTION_FIELDS} }}
     usageRecords {{ id metric quantity createdAt }}
     subscriptions {{ {SUBSCRIPTION_FIELDS} }}
+    invoices {{
+      id number status currency amountDue amountPaid createdAt periodStart periodEnd
+      hostedInvoiceUrl invoicePdf
+    }}
     stripeCustomer
     exportTimestamp
     exportVersion

@@ -6,7 +6,7 @@ import strawberry
 
 from resolvers.context import Context
 from schema.export import DeleteAccountInput, DeleteAccountResult, Export
-from schema.types import to_subscription, to_usage_record
+from schema.types import to_invoice, to_subscription, to_usage_record
 from schema.user import to_user
 from services import deletion, export
 
@@ -24,6 +24,7 @@ async def export_account(info: strawberry.Info[Context, None]) -> Export:
         subscription=None if data.subscription is None else to_subscription(data.subscription),
         subscriptions=[to_subscription(r) for r in data.subscriptions],
         usage_records=[to_usage_record(r) for r in data.usage_records],
+        invoices=[to_invoice(r) for r in data.invoices],
         export_timestamp=data.exported_at,
         export_version=data.version,
         stripe_customer_id=None if data.customer is None else data.customer.stripe_customer_id,

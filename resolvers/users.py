@@ -7,14 +7,18 @@ import strawberry
 from resolvers.context import Context
 from schema.types import (
     Customer,
+    Invoice,
     Notification,
     Subscription,
     UsageRecord,
     to_customer,
+    to_invoice,
     to_notification,
     to_subscription,
     to_usage_record,
 )
+from services import entitlements as features
+from services import invoices as invoice_copies
 from services import listings, subscriptions
 
 
@@ -48,3 +52,15 @@ async def usage_records(
 ) -> list[UsageRecord]:
     records = await listings.usage_records(info.context.deps.pool, user_id, first)
     return [to_usage_record(r) for r in records]
+
+
+async def invoices(info: strawberry.Info[Context, None], user_id: str, first: int) -> list[Invoice]:
+    records = await invoice_copies.newest(info.context.deps.pool, user_id, first)
+    return [to_invoice(r) for r in records]
+
+
+async def entitlements(info: strawberry.Info[Context, None], user_id: str) -> list[str]:
+    loaders = info.context.loaders
+    rows = await loaders.subscriptions.load(user_id)
+    from_stripe = await loaders.stripe_entitlements.load(user_id)
+    return features.features(info.context.deps.plans, rows, from_stripe)

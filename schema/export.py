@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 from resolvers import export
 from resolvers.context import Context
 from schema.costs import STRIPE_BACKED, SUBSCRIPTIONS, fixed_size
-from schema.types import Subscription, UsageRecord
+from schema.types import Invoice, Subscription, UsageRecord
 from schema.user import User
 from services.export import MAX_USAGE_RECORDS
 
@@ -27,6 +27,11 @@ class Export:
     )
     usage_records: list[UsageRecord] = strawberry.field(
         description="Newest first, at most 1000", metadata=fixed_size(MAX_USAGE_RECORDS)
+    )
+    invoices: list[Invoice] = strawberry.field(
+        description="Every invoice, newest first",
+        # The cost counts two years of monthly invoices: an estimate, not a cap.
+        metadata=fixed_size(24),
     )
     export_timestamp: datetime = strawberry.field(
         description="The instant our rows were read at, in one consistent snapshot"

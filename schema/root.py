@@ -13,7 +13,7 @@ from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from resolvers import account, billing, profile, query
 from schema.costs import STRIPE_BACKED
 from schema.export import DeleteAccountResult, Export
-from schema.types import CheckoutSession, Plan, PortalSession, Subscription
+from schema.types import CheckoutSession, Plan, PlanChangePreview, PortalSession, Subscription
 from schema.user import User
 
 MAX_DEPTH = 10
@@ -28,6 +28,13 @@ class Query:
     export: Export = strawberry.field(
         resolver=account.export_account,
         description="Everything we hold about the caller; also GET /account/export",
+    )
+    preview_plan_change: PlanChangePreview = strawberry.field(
+        resolver=billing.preview_plan_change,
+        description="What changing the live subscription to a plan would charge now (the "
+        "prorations, invoiced at once by changePlan), from Stripe's invoice preview; "
+        "changes nothing",
+        metadata=STRIPE_BACKED,
     )
 
 
@@ -52,6 +59,24 @@ class Mutation:
     update_profile: User = strawberry.field(
         resolver=profile.update_profile,
         description="Saved at once; synced to the Stripe customer in the background",
+    )
+    cancel_subscription: Subscription = strawberry.field(
+        resolver=billing.cancel_subscription,
+        description="Cancels the live subscription at the end of its period (the default) or "
+        "at once; returns it as Stripe now holds it",
+        metadata=STRIPE_BACKED,
+    )
+    resume_subscription: Subscription = strawberry.field(
+        resolver=billing.resume_subscription,
+        description="Undoes a scheduled cancellation (however it was scheduled: here, in "
+        "the Billing Portal, or in the Dashboard)",
+        metadata=STRIPE_BACKED,
+    )
+    change_plan: Subscription = strawberry.field(
+        resolver=billing.change_plan,
+        description="Moves the live subscription to another plan's price; the prorations "
+        "are invoiced and paid at once, or nothing changes (a declined card says so)",
+        metadata=STRIPE_BACKED,
     )
     sync_subscription: Subscription | None = strawberry.field(
         resolver=billing.sync_subscription,

@@ -9,9 +9,11 @@ from enum import Enum
 import strawberry
 
 from db.customers import CustomerRecord
+from db.invoices import InvoiceRecord
 from db.notifications import NotificationRecord
 from db.subscriptions import SubscriptionRecord
 from db.usage import UsageRecordRow
+from services.plan_management import PlanChangePreview as PlanChangePreviewRecord
 from services.plans import PRO_PLAN_ID
 from services.plans import Plan as PlanRecord
 
@@ -57,6 +59,44 @@ class Subscription:
     updated_at: datetime
 
 
+@strawberry.enum
+class InvoiceStatus(Enum):
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    UNCOLLECTIBLE = "uncollectible"
+    VOID = "void"
+
+
+@strawberry.type(description="An invoice of the caller's customer, from our copy of Stripe's")
+class Invoice:
+    id: strawberry.ID = strawberry.field(description="Stripe's invoice ID, in_…")
+    number: str | None
+    status: InvoiceStatus
+    currency: str
+    amount_due: int = strawberry.field(description="In the currency's smallest unit")
+    amount_paid: int = strawberry.field(description="In the currency's smallest unit")
+    created_at: datetime
+    period_start: datetime | None
+    period_end: datetime | None
+    hosted_invoice_url: str | None = strawberry.field(
+        description="Stripe's page where the invoice can be viewed and paid"
+    )
+    invoice_pdf: str | None = strawberry.field(description="A link to the invoice as a PDF")
+
+
+@strawberry.type(description="What changing to a plan would charge now, changing nothing")
+class PlanChangePreview:
+    plan_id: strawberry.ID
+    amount_due: int = strawberry.field(
+        description="What the next invoice would charge now, in the currency's smallest unit"
+    )
+    currency: str
+    proration_date: datetime = strawberry.field(
+        description="The instant the prorations are computed for"
+    )
+
+
 @strawberry.type
 class Plan:
     id: strawberry.ID
@@ -97,6 +137,19 @@ class PortalSession:
 @strawberry.input
 class CreateCheckoutSessionInput:
     plan_id: strawberry.ID = strawberry.field(default=strawberry.ID(PRO_PLAN_ID))
+
+
+@strawberry.input
+class CancelSubscriptionInput:
+    at_period_end: bool = strawberry.field(
+        default=True,
+        description="True (the default): at the end of the paid period; false: at once",
+    )
+
+
+@strawberry.input
+class ChangePlanInput:
+    plan_id: strawberry.ID
 
 
 @strawberry.input(description="An omitted field is left as it is; null clears it.")
@@ -156,4 +209,29 @@ def to_plan(plan: PlanRecord) -> Plan:
         amount=plan.amount,
         currency=plan.currency,
         interval=plan.interval,
+    )
+
+
+def to_invoice(record: InvoiceRecord) -> Invoice:
+    return Invoice(
+        id=strawberry.ID(record.id),
+        number=record.number,
+        status=InvoiceStatus(record.status),
+        currency=record.currency,
+        amount_due=record.amount_due,
+        amount_paid=record.amount_paid,
+        created_at=record.created_at,
+        period_start=record.period_start,
+        period_end=record.period_end,
+        hosted_invoice_url=record.hosted_invoice_url,
+        invoice_pdf=record.invoice_pdf,
+    )
+
+
+def to_plan_change_preview(preview: PlanChangePreviewRecord) -> PlanChangePreview:
+    return PlanChangePreview(
+        plan_id=strawberry.ID(preview.plan_id),
+        amount_due=preview.amount_due,
+        currency=preview.currency,
+        proration_date=preview.proration_date,
     )

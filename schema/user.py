@@ -9,7 +9,7 @@ from db.users import UserRecord
 from resolvers import users
 from resolvers.context import Context
 from schema.costs import SUBSCRIPTIONS
-from schema.types import Customer, Notification, Subscription, UsageRecord
+from schema.types import Customer, Invoice, Notification, Subscription, UsageRecord
 
 
 @strawberry.type
@@ -40,6 +40,24 @@ class User:
     )
     async def subscriptions(self, info: strawberry.Info[Context, None]) -> list[Subscription]:
         return await users.all_subscriptions(info, str(self.id))
+
+    @strawberry.field(
+        description="Newest first, from our copy of Stripe's (served also while Stripe is "
+        "down); `first` 1 to 100"
+    )
+    async def invoices(
+        self, info: strawberry.Info[Context, None], first: int = 10
+    ) -> list[Invoice]:
+        return await users.invoices(info, str(self.id), first)
+
+    @strawberry.field(
+        description="The feature keys the user may use now: the free plan's, those of the "
+        "plan of an entitled subscription (active, trialing or past due), and the "
+        "customer's active Stripe Entitlements; sorted. A backend checks them by calling "
+        "`me { entitlements }` with the user's token"
+    )
+    async def entitlements(self, info: strawberry.Info[Context, None]) -> list[str]:
+        return await users.entitlements(info, str(self.id))
 
     @strawberry.field(description="Newest first")
     async def notifications(

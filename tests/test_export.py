@@ -39,7 +39,8 @@ EXPORT_ALL = EXPORT.replace(
     "currentPeriodEnd updatedAt }",
     "cancelAt currentPeriodEnd trialEnd updatedAt }\n    subscriptions { planId status "
     "stripeSubscriptionId priceId cancelAtPeriodEnd cancelAt currentPeriodEnd trialEnd "
-    "updatedAt }",
+    "updatedAt }\n    invoices { id number status currency amountDue amountPaid createdAt "
+    "periodStart periodEnd hostedInvoiceUrl invoicePdf }",
 )
 
 
