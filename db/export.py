@@ -19,7 +19,7 @@ CUSTOMER_SQL = f"SELECT {customers.COLUMNS} FROM customers WHERE user_id = $1"  
 SUBSCRIPTION_SQL = f"SELECT {subscriptions.COLUMNS} FROM subscriptions WHERE user_id = $1"  # noqa: S608
 USAGE_SQL = usage.NEWEST_SQL
 INVOICES_SQL = f"""
-    SELECT {invoices.COLUMNS} FROM invoices WHERE user_id = $1 ORDER BY created_at DESC, id DESC
+    SELECT {invoices.COLUMNS} FROM invoices WHERE user_id = $1 ORDER BY {invoices.NEWEST_FIRST}
 """  # noqa: S608
 
 

@@ -13,9 +13,12 @@ COLUMNS = (
     "amount_due, amount_paid, created_at, period_start, period_end, hosted_invoice_url, "
     "invoice_pdf, updated_at"
 )
+# Newest first; invoices created in the same second by Stripe's per-customer sequence
+# (numbers are `PREFIX-0001`, `PREFIX-0002`…), a draft (no number yet) before them.
+NEWEST_FIRST = "created_at DESC, number DESC NULLS FIRST, id DESC"
 NEWEST_SQL = f"""
     SELECT {COLUMNS} FROM invoices
-    WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+    WHERE user_id = $1 ORDER BY {NEWEST_FIRST} LIMIT $2
 """  # noqa: S608
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from db.connection import Pg
 
-COLUMNS = "id, user_id, kind, message, created_at"
+COLUMNS = "id, user_id, kind, message, url, created_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,7 @@ class NotificationRecord:
     user_id: str
     kind: str
     message: str
+    url: str | None  # where the user acts on it, if anywhere
     created_at: datetime
 
     @classmethod
@@ -37,19 +38,27 @@ async def newest(pg: Pg, user_id: str, limit: int) -> list[NotificationRecord]:
 
 
 async def add(
-    pg: Pg, user_id: str, kind: str, message: str, *, event_id: str | None = None
+    pg: Pg,
+    user_id: str,
+    kind: str,
+    message: str,
+    *,
+    url: str | None = None,
+    event_id: str | None = None,
 ) -> bool:
     """Add a notification; one caused by a Stripe event (`event_id`) is added once per
     kind, however often the event is processed. False when it was there already."""
     added = await pg.fetchval(
         """
-        INSERT INTO notifications (user_id, kind, message, event_id) VALUES ($1, $2, $3, $4)
+        INSERT INTO notifications (user_id, kind, message, url, event_id)
+        VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (event_id, kind) WHERE event_id IS NOT NULL DO NOTHING
         RETURNING true
         """,
         user_id,
         kind,
         message,
+        url,
         event_id,
     )
     return added is True

@@ -103,6 +103,7 @@ async def change_plan(info: strawberry.Info[Context, None], input: ChangePlanInp
         deps.single_flight,
         info.context.user,
         str(input.plan_id),
+        proration_date=input.proration_date,
         rate_limit=deps.limits.stripe,
     )
     return to_subscription(record)

@@ -110,8 +110,15 @@ class Plan:
 @strawberry.type
 class Notification:
     id: strawberry.ID
-    kind: str
+    kind: str = strawberry.field(
+        description="customer_deleted, duplicate_subscription_refunded, trial_will_end or "
+        "payment_failed"
+    )
     message: str
+    url: str | None = strawberry.field(
+        description="Where the user acts on it: for payment_failed, the invoice's hosted page "
+        "(Stripe's hosted_invoice_url), where it can be paid"
+    )
     created_at: datetime
 
 
@@ -150,6 +157,11 @@ class CancelSubscriptionInput:
 @strawberry.input
 class ChangePlanInput:
     plan_id: strawberry.ID
+    proration_date: datetime | None = strawberry.field(
+        default=None,
+        description="The prorationDate of the previewPlanChange the user confirmed, so the "
+        "change charges exactly what was previewed; at most an hour old. Omitted: now",
+    )
 
 
 @strawberry.input(description="An omitted field is left as it is; null clears it.")
@@ -197,6 +209,7 @@ def to_notification(record: NotificationRecord) -> Notification:
         id=strawberry.ID(str(record.id)),
         kind=record.kind,
         message=record.message,
+        url=record.url,
         created_at=record.created_at,
     )
 

@@ -57,6 +57,10 @@ def checkout_options(plan: Plan) -> dict[str, Any]:
         options["allow_promotion_codes"] = True
     if plan.automatic_tax:
         options["automatic_tax"] = {"enabled": True}
+        # Stripe Tax needs the customer's address; Checkout refuses automatic tax for a
+        # customer without one unless it may save the address entered (and later renewals
+        # are taxed from it).
+        options["customer_update"] = {"address": "auto"}
     return options
 
 

@@ -81,5 +81,6 @@ async def for_event(
             user_id,
             PAYMENT_FAILED,
             f"Your payment of {money(invoice.amount_due, invoice.currency)} failed. {where}",
+            url=invoice.hosted_invoice_url,
             event_id=event_id,
         )

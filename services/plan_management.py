@@ -36,6 +36,10 @@ from services.stripe_gateway import StripeGateway
 from services.subscriptions import ENDED
 
 NO_SUBSCRIPTION = "You have no subscription to change: subscribe to a plan first."
+# How long a preview's proration date may be confirmed with `change_plan` (seconds), and how
+# far ahead of our clock a client's may be (clock skew).
+PREVIEW_VALID_SECONDS = 3600
+CLOCK_SKEW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,19 @@ def _target_price(plans: PlanCatalog, row: SubscriptionRecord, plan_id: str) -> 
     return plan.price_id
 
 
+def _proration_time(proration_date: datetime | None) -> int | None:
+    """A confirmed preview's proration date in Unix seconds, if it is recent enough."""
+    if proration_date is None:
+        return None
+    when = int(proration_date.timestamp())
+    now = time.time()
+    if not now - PREVIEW_VALID_SECONDS <= when <= now + CLOCK_SKEW_SECONDS:
+        raise BadUserInput(
+            "The preview has expired: preview the change again.", field="prorationDate"
+        )
+    return when
+
+
 async def change_plan(
     pool: Pool,
     stripe: StripeGateway,
@@ -185,26 +202,33 @@ async def change_plan(
     user: UserRecord,
     plan_id: str,
     *,
+    proration_date: datetime | None = None,
     rate_limit: rate_limits.Bucket,
 ) -> SubscriptionRecord:
-    """Move the live subscription to `plan_id`'s price, prorated and charged at once.
-    Raises `BAD_USER_INPUT` (unknown plan, the current one, or one without a price),
+    """Move the live subscription to `plan_id`'s price, prorated and charged at once; the
+    prorations are computed for `proration_date` (a preview's, so exactly the previewed
+    amount is charged; at most `PREVIEW_VALID_SECONDS` old) or now. Raises `BAD_USER_INPUT`
+    (unknown plan, the current one, one without a price, a stale or future proration date),
     `PAYMENT_PROVIDER_ERROR` (Stripe refused: a declined card says so; nothing changed),
     and as `cancel`."""
+    when = _proration_time(proration_date)
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
     async with single_flight.turn(user.id):
         row = await _live_with_item(pool, stripe, plans, user)
         price_id = _target_price(plans, row, plan_id)
         assert row.stripe_subscription_id is not None
+        params: dict[str, Any] = {
+            "items": [{"id": row.item_id, "price": price_id}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "error_if_incomplete",
+        }
+        if when is not None:
+            params["proration_date"] = when
         await stripe.update_subscription(
             row.stripe_subscription_id,
-            {
-                "items": [{"id": row.item_id, "price": price_id}],
-                "proration_behavior": "always_invoice",
-                "payment_behavior": "error_if_incomplete",
-            },
-            idempotency_key=_key("change-plan", row, price_id),
+            params,
+            idempotency_key=_key("change-plan", row, price_id, str(when)),
         )
         return await _reread(pool, stripe, plans, user, row)
 

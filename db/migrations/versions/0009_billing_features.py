@@ -5,7 +5,8 @@
 - `customers.entitlements`: the customer's active Stripe Entitlements (feature lookup keys),
   with its read fence `entitlements_read_at`; `invoices_read_at` is the invoices' fence.
 - `notifications.event_id`: a notification a Stripe event caused is written once however
-  often the event is processed.
+  often the event is processed; `notifications.url`: where the user acts on it (the hosted
+  page of an invoice whose payment failed).
 - `subscriptions.item_id`: the subscription item whose price a plan change swaps.
 
 Revision ID: 0009
@@ -48,7 +49,10 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("CREATE INDEX invoices_user_newest ON invoices (user_id, created_at DESC, id DESC)")
+    op.execute(
+        "CREATE INDEX invoices_user_newest ON invoices "
+        "(user_id, created_at DESC, number DESC NULLS FIRST, id DESC)"
+    )
     op.execute(
         """
         ALTER TABLE customers
@@ -58,7 +62,7 @@ def upgrade() -> None:
         """
     )
     op.execute("ALTER TABLE subscriptions ADD COLUMN item_id text")
-    op.execute("ALTER TABLE notifications ADD COLUMN event_id text")
+    op.execute("ALTER TABLE notifications ADD COLUMN event_id text, ADD COLUMN url text")
     op.execute(
         "CREATE UNIQUE INDEX notifications_event ON notifications (event_id, kind) "
         "WHERE event_id IS NOT NULL"
@@ -67,7 +71,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP INDEX notifications_event")
-    op.execute("ALTER TABLE notifications DROP COLUMN event_id")
+    op.execute("ALTER TABLE notifications DROP COLUMN event_id, DROP COLUMN url")
     op.execute("ALTER TABLE subscriptions DROP COLUMN item_id")
     op.execute(
         "ALTER TABLE customers DROP COLUMN entitlements, DROP COLUMN entitlements_read_at, "

@@ -1,0 +1,778 @@
+"""Billing features for the SPA (contract: "Billing features for the SPA").
+
+Invoices mirrored from Stripe and served from our copy, entitlements from the plans file and
+Stripe's own Entitlements, in-app cancel / resume / change plan with a preview, Checkout
+options per plan, and the notifications of a trial ending and a payment failing — each
+against the fake Stripe through the real SDK, including events out of order and a retry
+after Stripe acted but its answer was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.runtime import Runtime
+from services.stripe_gateway import DECLINED
+from tests.helpers import error_codes, gql
+from tests.support.stripe import FakeStripe, sign
+
+SECRET = "whsec_billing_features"
+CHECKOUT = (
+    "mutation($input: CreateCheckoutSessionInput) { createCheckoutSession(input: $input) "
+    "{ id url } }"
+)
+SUBSCRIPTION = "planId status priceId cancelAtPeriodEnd cancelAt currentPeriodEnd trialEnd"
+INVOICE = (
+    "id number status currency amountDue amountPaid createdAt periodStart periodEnd "
+    "hostedInvoiceUrl invoicePdf"
+)
+ME = f"""{{ me {{
+  subscription {{ {SUBSCRIPTION} }}
+  invoices {{ {INVOICE} }}
+  entitlements
+  notifications {{ kind message url }}
+}} }}"""
+CANCEL = f"mutation($input: CancelSubscriptionInput) {{ cancelSubscription(input: $input) {{ {SUBSCRIPTION} }} }}"
+RESUME = f"mutation {{ resumeSubscription {{ {SUBSCRIPTION} }} }}"
+CHANGE = f"mutation($input: ChangePlanInput!) {{ changePlan(input: $input) {{ {SUBSCRIPTION} }} }}"
+PREVIEW = (
+    "query($planId: ID!) { previewPlanChange(planId: $planId) "
+    "{ planId amountDue currency prorationDate } }"
+)
+# Each management call, with what it asks for.
+MANAGEMENT: list[tuple[str, dict[str, Any]]] = [
+    (CANCEL, {}),
+    (RESUME, {}),
+    (CHANGE, {"input": {"planId": "TEAM"}}),
+    (PREVIEW, {"planId": "TEAM"}),
+]
+BASIC = ["basic"]
+PRO = ["api", "basic", "reports"]
+TEAM = ["api", "basic", "reports", "seats"]
+
+
+@pytest.fixture
+def team_price(fake_stripe: FakeStripe) -> str:
+    price_id: str = fake_stripe.add_price(
+        unit_amount=4900, currency="usd", interval="month", product_name="Team"
+    )["id"]
+    return price_id
+
+
+@pytest.fixture
+def trial_price(fake_stripe: FakeStripe) -> str:
+    price_id: str = fake_stripe.add_price(
+        unit_amount=900, currency="usd", interval="month", product_name="Starter"
+    )["id"]
+    return price_id
+
+
+@pytest.fixture
+def plans_file(tmp_path: Path, team_price: str, trial_price: str) -> Path:
+    plans = tmp_path / "plans.toml"
+    plans.write_text(
+        f"""
+[[plans]]
+id = "free"
+name = "Free"
+features = ["basic"]
+
+[[plans]]
+id = "PRO"
+name = "Pro"
+features = ["reports", "api"]
+
+[[plans]]
+id = "TEAM"
+name = "Team"
+price_id = "{team_price}"
+features = ["reports", "api", "seats"]
+
+[[plans]]
+id = "STARTER"
+name = "Starter"
+price_id = "{trial_price}"
+features = ["reports"]
+trial_days = 14
+allow_promotion_codes = true
+automatic_tax = true
+""",
+        encoding="utf-8",
+    )
+    return plans
+
+
+@pytest.fixture
+def settings_overrides(stripe_settings: dict[str, Any], plans_file: Path) -> dict[str, Any]:
+    # No retries inside the SDK: a lost answer reaches the user, who retries the mutation.
+    return {
+        **stripe_settings,
+        "stripe_webhook_secret": SECRET,
+        "plans_file": plans_file,
+        "stripe_max_network_retries": 0,
+    }
+
+
+async def deliver(client: httpx.AsyncClient, event: dict[str, Any]) -> None:
+    payload = json.dumps(event).encode()
+    response = await client.post(
+        "/webhooks/stripe",
+        content=payload,
+        headers={"Stripe-Signature": sign(payload, SECRET), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def subscribe(
+    client: httpx.AsyncClient,
+    fake: FakeStripe,
+    runtime: Runtime,
+    bearer: str,
+    plan: str = "PRO",
+) -> dict[str, Any]:
+    """Checkout for `plan`, paid, its subscription and first invoice events processed."""
+    body = await gql(client, CHECKOUT, {"input": {"planId": plan}}, token=bearer)
+    assert "errors" not in body, body
+    subscription = fake.complete_checkout(body["data"]["createCheckoutSession"]["id"])
+    await deliver(client, fake.event("customer.subscription.created", subscription))
+    invoice = fake.invoices[subscription["latest_invoice"]]
+    await deliver(client, fake.event("invoice.paid", invoice))
+    await runtime.worker.drain()
+    return subscription
+
+
+async def me(client: httpx.AsyncClient, bearer: str) -> dict[str, Any]:
+    body = await gql(client, ME, token=bearer)
+    assert "errors" not in body, body
+    found: dict[str, Any] = body["data"]["me"]
+    return found
+
+
+def iso(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def as_listed(invoice: dict[str, Any]) -> dict[str, Any]:
+    """What `User.invoices` shows of one of Stripe's invoices."""
+    return {
+        "id": invoice["id"],
+        "number": invoice["number"],
+        "status": invoice["status"].upper(),
+        "currency": invoice["currency"],
+        "amountDue": invoice["amount_due"],
+        "amountPaid": invoice["amount_paid"],
+        "createdAt": iso(invoice["created"]),
+        "periodStart": iso(invoice["period_start"]),
+        "periodEnd": iso(invoice["period_end"]),
+        "hostedInvoiceUrl": invoice["hosted_invoice_url"],
+        "invoicePdf": invoice["invoice_pdf"],
+    }
+
+
+def subscription_posts(fake: FakeStripe, subscription_id: str) -> list[Any]:
+    return fake.requests_to("POST", f"/v1/subscriptions/{subscription_id}")
+
+
+# --- Invoices --------------------------------------------------------------------------------
+
+
+async def test_invoices_are_mirrored_newest_first_as_stripe_gives_them(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    first = fake_stripe.invoices[subscription["latest_invoice"]]
+    assert (first["status"], first["amount_paid"]) == ("paid", 1500)
+
+    renewal = fake_stripe.fail_payment(subscription["id"])
+    await deliver(client, fake_stripe.event("invoice.payment_failed", renewal))
+    await runtime.worker.drain()
+
+    invoices = (await me(client, bearer))["invoices"]
+    assert invoices == [as_listed(fake_stripe.invoices[renewal["id"]]), as_listed(first)]
+    assert invoices[0]["status"] == "OPEN"
+    assert (invoices[0]["amountDue"], invoices[0]["amountPaid"]) == (1500, 0)
+    assert invoices[0]["hostedInvoiceUrl"]  # Stripe's links, as it gives them
+    assert invoices[1]["invoicePdf"]
+
+    one = await gql(client, "{ me { invoices(first: 1) { id } } }", token=bearer)
+    assert one["data"]["me"]["invoices"] == [{"id": renewal["id"]}]
+    for first_ in (0, 101):
+        bad = await gql(client, f"{{ me {{ invoices(first: {first_}) {{ id }} }} }}", token=bearer)
+        assert error_codes(bad) == ["BAD_USER_INPUT"]
+
+
+async def test_invoice_events_in_any_order_leave_stripes_latest_state(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    renewal = fake_stripe.fail_payment(subscription["id"])  # open, as the event carries it
+    paid = fake_stripe.pay_invoice(renewal["id"])
+    assert paid["status"] == "paid"
+
+    # The newest event first, then the stale ones it supersedes.
+    await deliver(client, fake_stripe.event("invoice.paid", paid))
+    await runtime.worker.drain()
+    await deliver(client, fake_stripe.event("invoice.payment_failed", renewal))
+    await deliver(client, fake_stripe.event("invoice.finalized", renewal))
+    await runtime.worker.drain()
+
+    [newest, _] = (await me(client, bearer))["invoices"]
+    assert newest == as_listed(fake_stripe.invoices[renewal["id"]])
+    assert (newest["status"], newest["amountPaid"]) == ("PAID", 1500)
+
+
+async def test_a_voided_invoice_shows_void_whatever_an_older_event_said(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    renewal = fake_stripe.fail_payment(subscription["id"])
+    async with httpx.AsyncClient(
+        base_url=fake_stripe.url, headers={"Authorization": "Bearer sk_test_fake"}
+    ) as dashboard:
+        (await dashboard.post(f"/v1/invoices/{renewal['id']}/void")).raise_for_status()
+    # Only the older event arrives (the voided one is late): the re-read shows the truth.
+    await deliver(client, fake_stripe.event("invoice.updated", renewal))
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["invoices"][0]["status"] == "VOID"
+
+
+async def test_invoices_are_served_while_stripe_is_down(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    expected = [as_listed(fake_stripe.invoices[subscription["latest_invoice"]])]
+    fake_stripe.down = True
+    fake_stripe.reset_requests()
+    body = await gql(client, f"{{ me {{ invoices {{ {INVOICE} }} }} }}", token=bearer)
+    assert body == {"data": {"me": {"invoices": expected}}}
+    assert fake_stripe.requests == []
+
+
+async def test_resync_backfills_invoices_no_event_told_us_of(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.cli import main
+
+    bearer = token("ada")
+    body = await gql(client, CHECKOUT, {"input": {"planId": "PRO"}}, token=bearer)
+    subscription = fake_stripe.complete_checkout(body["data"]["createCheckoutSession"]["id"])
+    await deliver(client, fake_stripe.event("customer.subscription.created", subscription))
+    await runtime.worker.drain()
+    for _ in range(3):  # three renewals, their events all missed
+        fake_stripe.pay_invoice(fake_stripe.fail_payment(subscription["id"])["id"])
+    stripes = sorted(
+        (i for i in fake_stripe.invoices.values() if i["customer"] == subscription["customer"]),
+        key=lambda i: (i["created"], i["id"]),
+        reverse=True,
+    )
+    assert len(stripes) == 4
+
+    for name, value in {
+        "DATABASE_URL": settings.database_url,
+        "STRIPE_SECRET_KEY": "sk_test_fake",
+        "STRIPE_API_BASE": fake_stripe.url,
+        "AUTH_JWT_SECRET": "unused-but-required-secret-0123456789",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert await asyncio.to_thread(main, ["resync"]) == 0
+
+    listed = (await me(client, bearer))["invoices"]
+    assert {i["id"] for i in listed} == {i["id"] for i in stripes}
+    assert [i["createdAt"] for i in listed] == sorted(
+        (i["createdAt"] for i in listed), reverse=True
+    )
+    assert all(i["status"] == "PAID" for i in listed)
+
+
+async def test_the_export_holds_the_invoices(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    exported = await gql(client, f"{{ export {{ invoices {{ {INVOICE} }} }} }}", token=bearer)
+    assert exported["data"]["export"]["invoices"] == [
+        as_listed(fake_stripe.invoices[subscription["latest_invoice"]])
+    ]
+    download = await client.get("/account/export", headers={"Authorization": f"Bearer {bearer}"})
+    assert download.json()["invoices"] == exported["data"]["export"]["invoices"]
+
+
+async def test_a_failed_payment_notifies_once_with_the_invoices_page(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    renewal = fake_stripe.fail_payment(subscription["id"])
+    failed = fake_stripe.event("invoice.payment_failed", renewal)
+    await deliver(client, failed)
+    await deliver(client, failed)  # Stripe delivers at least once
+    await runtime.worker.drain()
+
+    found = await me(client, bearer)
+    assert found["notifications"] == [
+        {
+            "kind": "payment_failed",
+            "message": "Your payment of 15.00 USD failed. Pay the invoice here: "
+            f"{renewal['hosted_invoice_url']}",
+            "url": renewal["hosted_invoice_url"],
+        }
+    ]
+    # Stripe retries the payment while past due: the user keeps the plan meanwhile.
+    await deliver(
+        client,
+        fake_stripe.event(
+            "customer.subscription.updated", fake_stripe.subscriptions[subscription["id"]]
+        ),
+    )
+    await runtime.worker.drain()
+    found = await me(client, bearer)
+    assert (found["subscription"]["status"], found["entitlements"]) == ("PAST_DUE", PRO)
+
+
+# --- Entitlements ----------------------------------------------------------------------------
+
+
+async def test_the_free_plans_features_without_a_subscription(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    body = await gql(client, "{ me { entitlements } }", token=token("ada"))
+    assert body == {"data": {"me": {"entitlements": BASIC}}}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("active", PRO),
+        ("past_due", PRO),
+        ("unpaid", BASIC),
+        ("canceled", BASIC),
+        ("incomplete", BASIC),
+        ("incomplete_expired", BASIC),
+        ("paused", BASIC),
+    ],
+)
+async def test_the_plans_features_while_its_subscription_is_entitled(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    status: str,
+    expected: list[str],
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    assert (await me(client, bearer))["entitlements"] == PRO
+    changed = fake_stripe.set_subscription_status(subscription["id"], status)
+    await deliver(client, fake_stripe.event("customer.subscription.updated", changed))
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["entitlements"] == expected
+
+
+async def test_stripes_own_entitlements_are_added_as_stripe_holds_them_now(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    customer = subscription["customer"]
+    granted = fake_stripe.set_active_entitlements(customer, ["sso", "audit-log"])
+    granted_event = fake_stripe.event("entitlements.active_entitlement_summary.updated", granted)
+    await deliver(client, granted_event)
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["entitlements"] == sorted([*PRO, "audit-log", "sso"])
+
+    # One is withdrawn; the withdrawal's event comes first, the older grant again after it.
+    withdrawn = fake_stripe.set_active_entitlements(customer, ["sso"])
+    await deliver(
+        client, fake_stripe.event("entitlements.active_entitlement_summary.updated", withdrawn)
+    )
+    await runtime.worker.drain()
+    await deliver(client, fake_stripe.event(granted_event["type"], granted))
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["entitlements"] == sorted([*PRO, "sso"])
+
+
+# --- Cancel and resume -----------------------------------------------------------------------
+
+
+async def test_cancel_at_period_end_shows_at_once_and_keeps_the_plan_until_then(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    period_end = subscription["items"]["data"][0]["current_period_end"]
+
+    body = await gql(client, CANCEL, token=bearer)
+    assert body["data"]["cancelSubscription"] == {
+        "planId": "PRO",
+        "status": "ACTIVE",
+        "priceId": subscription["items"]["data"][0]["price"]["id"],
+        "cancelAtPeriodEnd": True,
+        "cancelAt": iso(period_end),
+        "currentPeriodEnd": iso(period_end),
+        "trialEnd": None,
+    }
+    assert fake_stripe.subscriptions[subscription["id"]]["cancel_at_period_end"] is True
+    found = await me(client, bearer)  # no webhook yet: re-read from Stripe
+    assert found["subscription"] == body["data"]["cancelSubscription"]
+    assert found["entitlements"] == PRO
+
+    resumed = await gql(client, RESUME, token=bearer)
+    assert resumed["data"]["resumeSubscription"]["cancelAtPeriodEnd"] is False
+    assert resumed["data"]["resumeSubscription"]["cancelAt"] is None
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert (held["cancel_at_period_end"], held["cancel_at"]) == (False, None)
+
+
+async def test_resume_undoes_a_cancellation_made_in_the_billing_portal(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    portal = fake_stripe.portal_cancel(subscription["id"])  # cancel_at, not cancel_at_period_end
+    await deliver(client, fake_stripe.event("customer.subscription.updated", portal))
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["subscription"]["cancelAt"] == iso(portal["cancel_at"])
+
+    body = await gql(client, RESUME, token=bearer)
+    assert body["data"]["resumeSubscription"]["cancelAt"] is None
+    assert body["data"]["resumeSubscription"]["cancelAtPeriodEnd"] is False
+    assert fake_stripe.subscriptions[subscription["id"]]["cancel_at"] is None
+    [post] = subscription_posts(fake_stripe, subscription["id"])
+    assert post.params == {"cancel_at": ""}
+
+
+async def test_resume_with_nothing_scheduled_changes_nothing(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    body = await gql(client, RESUME, token=bearer)
+    assert body["data"]["resumeSubscription"]["status"] == "ACTIVE"
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+
+
+async def test_cancel_at_once_ends_the_plan_and_nothing_is_left_to_manage(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    body = await gql(client, CANCEL, {"input": {"atPeriodEnd": False}}, token=bearer)
+    assert body["data"]["cancelSubscription"]["status"] == "CANCELED"
+    assert fake_stripe.subscriptions[subscription["id"]]["status"] == "canceled"
+    found = await me(client, bearer)  # the ended subscription is still the one shown
+    assert (found["subscription"]["status"], found["entitlements"]) == ("CANCELED", BASIC)
+
+    for query, variables in MANAGEMENT:
+        refused = await gql(client, query, variables, token=bearer)
+        assert error_codes(refused) == ["NOT_FOUND"], query
+
+
+async def test_without_a_subscription_there_is_nothing_to_manage(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe
+) -> None:
+    bearer = token("ada")
+    for query, variables in MANAGEMENT:
+        refused = await gql(client, query, variables, token=bearer)
+        assert error_codes(refused) == ["NOT_FOUND"], query
+        assert refused["errors"][0]["message"] == (
+            "You have no subscription to change: subscribe to a plan first."
+        )
+    assert fake_stripe.requests_to("POST", "/v1/subscriptions") == []
+
+
+# --- Change plan, with a preview -------------------------------------------------------------
+
+
+async def test_a_previewed_change_charges_exactly_the_preview(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+
+    body = await gql(client, PREVIEW, {"planId": "TEAM"}, token=bearer)
+    preview = body["data"]["previewPlanChange"]
+    assert (preview["planId"], preview["currency"]) == ("TEAM", "usd")
+    # Nearly a whole period of the difference (4900 - 1500), prorated to the second.
+    assert 3300 < preview["amountDue"] <= 3400
+    # Nothing changed: no update, no invoice.
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+    assert set(fake_stripe.invoices) == invoices_before
+
+    await asyncio.sleep(1.1)  # the charge is computed for the preview's instant, not now
+    changed = await gql(
+        client,
+        CHANGE,
+        {"input": {"planId": "TEAM", "prorationDate": preview["prorationDate"]}},
+        token=bearer,
+    )
+    assert changed["data"]["changePlan"]["planId"] == "TEAM"
+    assert changed["data"]["changePlan"]["priceId"] == team_price
+    assert changed["data"]["changePlan"]["status"] == "ACTIVE"
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert held["items"]["data"][0]["price"]["id"] == team_price
+    [proration] = [fake_stripe.invoices[i] for i in set(fake_stripe.invoices) - invoices_before]
+    assert (proration["status"], proration["amount_paid"]) == ("paid", preview["amountDue"])
+
+    found = await me(client, bearer)
+    assert found["subscription"]["planId"] == "TEAM"
+    assert found["entitlements"] == TEAM
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ("ENTERPRISE", "Unknown plan 'ENTERPRISE'."),
+        ("PRO", "You are on the Pro plan already."),
+        ("free", "The Free plan has no price: cancel your subscription instead."),
+    ],
+)
+async def test_a_change_to_an_unknown_the_current_or_the_free_plan_is_refused(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    plan: str,
+    message: str,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    asked: list[tuple[str, dict[str, Any]]] = [
+        (CHANGE, {"input": {"planId": plan}}),
+        (PREVIEW, {"planId": plan}),
+    ]
+    for query, variables in asked:
+        refused = await gql(client, query, variables, token=bearer)
+        assert error_codes(refused) == ["BAD_USER_INPUT"]
+        assert refused["errors"][0]["message"] == message
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+    assert fake_stripe.requests_to("POST", "/v1/invoices/create_preview") == []
+
+
+async def test_a_stale_preview_cannot_be_confirmed(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    for stale in ("2026-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"):
+        refused = await gql(
+            client, CHANGE, {"input": {"planId": "TEAM", "prorationDate": stale}}, token=bearer
+        )
+        assert error_codes(refused) == ["BAD_USER_INPUT"]
+        assert refused["errors"][0]["message"] == (
+            "The preview has expired: preview the change again."
+        )
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+
+
+async def test_a_declined_card_refuses_the_upgrade_and_nothing_changes(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pro_price: str,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    fake_stripe.decline_next_payment()
+
+    refused = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(refused) == ["PAYMENT_PROVIDER_ERROR"]
+    assert refused["errors"][0]["message"] == DECLINED
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert (held["status"], held["items"]["data"][0]["price"]["id"]) == ("active", pro_price)
+    assert set(fake_stripe.invoices) == invoices_before
+    found = await me(client, bearer)
+    assert (found["subscription"]["planId"], found["entitlements"]) == ("PRO", PRO)
+
+
+# --- A retry after Stripe acted and its answer was lost -----------------------------------
+
+
+async def test_a_retried_plan_change_is_charged_once(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.lose_next_responses(1, path=path, method="POST")
+
+    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert retried["data"]["changePlan"]["planId"] == "TEAM"
+
+    first, second = subscription_posts(fake_stripe, subscription["id"])
+    assert first.idempotency_key == second.idempotency_key
+    assert second.replayed
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1  # one proration, paid once
+
+
+@pytest.mark.parametrize("at_period_end", [True, False])
+async def test_a_retried_cancellation_acts_once(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    at_period_end: bool,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    method = "POST" if at_period_end else "DELETE"
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.lose_next_responses(1, path=path, method=method)
+    variables = {"input": {"atPeriodEnd": at_period_end}}
+
+    lost = await gql(client, CANCEL, variables, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    retried = await gql(client, CANCEL, variables, token=bearer)
+    assert "errors" not in retried, retried
+    status = retried["data"]["cancelSubscription"]["status"]
+    assert status == ("ACTIVE" if at_period_end else "CANCELED")
+
+    first, second = fake_stripe.requests_to(method, path)
+    assert (first.idempotency_key, second.replayed) == (second.idempotency_key, True)
+
+
+async def test_a_retried_resume_acts_once(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    await gql(client, CANCEL, token=bearer)
+    fake_stripe.reset_requests()
+    fake_stripe.lose_next_responses(
+        1, path=f"/v1/subscriptions/{subscription['id']}", method="POST"
+    )
+
+    lost = await gql(client, RESUME, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    retried = await gql(client, RESUME, token=bearer)
+    assert retried["data"]["resumeSubscription"]["cancelAtPeriodEnd"] is False
+    # The retry finds Stripe resumed already, so it asks nothing more of it.
+    [post] = subscription_posts(fake_stripe, subscription["id"])
+    assert post.params == {"cancel_at_period_end": "false"}
+
+
+async def test_cancel_then_resume_then_cancel_again_each_act(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """The same action asked again after the state moved on is a new change, not a replay."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    for query in (CANCEL, RESUME, CANCEL):
+        body = await gql(client, query, token=bearer)
+        assert "errors" not in body, body
+    assert fake_stripe.subscriptions[subscription["id"]]["cancel_at_period_end"] is True
+    posts = subscription_posts(fake_stripe, subscription["id"])
+    assert [p.replayed for p in posts] == [False, False, False]
+
+
+# --- The Stripe bucket -----------------------------------------------------------------------
+
+
+class TestTheStripeBucket:
+    @pytest.fixture
+    def settings_overrides(
+        self, stripe_settings: dict[str, Any], plans_file: Path
+    ) -> dict[str, Any]:
+        # Checkout, then the four management calls: the sixth Stripe-backed call is refused.
+        return {
+            **stripe_settings,
+            "stripe_webhook_secret": SECRET,
+            "plans_file": plans_file,
+            "rate_limit_stripe_per_minute": 5,
+        }
+
+    async def test_each_management_call_counts(
+        self,
+        client: httpx.AsyncClient,
+        token: Callable[..., str],
+        fake_stripe: FakeStripe,
+        runtime: Runtime,
+    ) -> None:
+        bearer = token("ada")
+        subscription = await subscribe(client, fake_stripe, runtime, bearer)
+        for query, variables in [MANAGEMENT[3], *MANAGEMENT[:3]]:
+            body = await gql(client, query, variables, token=bearer)
+            assert "errors" not in body, body
+        fake_stripe.reset_requests()
+        refused = await gql(client, CANCEL, token=bearer)
+        assert error_codes(refused) == ["RATE_LIMITED"]
+        assert fake_stripe.requests == []
+        assert fake_stripe.subscriptions[subscription["id"]]["cancel_at_period_end"] is False
+
+
+# --- Checkout options and trials -------------------------------------------------------------
+
+
+async def test_a_plans_checkout_options_reach_stripe(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe
+) -> None:
+    bearer = token("ada")
+    body = await gql(client, CHECKOUT, {"input": {"planId": "STARTER"}}, token=bearer)
+    assert "errors" not in body, body
+    [create] = fake_stripe.requests_to("POST", "/v1/checkout/sessions")
+    assert create.params["subscription_data"]["trial_period_days"] == "14"
+    assert create.params["allow_promotion_codes"] == "true"
+    assert create.params["automatic_tax"] == {"enabled": "true"}
+    # Stripe Tax needs an address: Checkout saves the one entered to the customer.
+    assert create.params["customer_update"] == {"address": "auto"}
+
+    await gql(client, CHECKOUT, {"input": {"planId": "TEAM"}}, token=token("bob"))
+    plain = fake_stripe.requests_to("POST", "/v1/checkout/sessions")[-1]
+    assert "trial_period_days" not in plain.params["subscription_data"]
+    for option in ("allow_promotion_codes", "automatic_tax", "customer_update"):
+        assert option not in plain.params
+
+
+async def test_a_trial_shows_its_end_grants_the_plan_and_warns_before_it_ends(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer, plan="STARTER")
+    assert subscription["status"] == "trialing"
+    trial_end = subscription["trial_end"]
+    assert trial_end == subscription["created"] + 14 * 86400
+
+    found = await me(client, bearer)
+    assert found["subscription"]["status"] == "TRIALING"
+    assert found["subscription"]["trialEnd"] == iso(trial_end)
+    assert found["entitlements"] == ["basic", "reports"]
+
+    warning = fake_stripe.event("customer.subscription.trial_will_end", subscription)
+    await deliver(client, warning)
+    await deliver(client, warning)
+    await runtime.worker.drain()
+    ends = datetime.fromtimestamp(trial_end, UTC)
+    assert (await me(client, bearer))["notifications"] == [
+        {
+            "kind": "trial_will_end",
+            "message": f"Your Starter trial ends on {ends:%B %-d, %Y}. Add a payment method "
+            "to keep your plan.",
+            "url": None,
+        }
+    ]
