@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -207,6 +208,58 @@ async def test_graphiql_runs_from_this_service_alone(browser: Any, api: str, tab
     leaving = [url for url in tab.requests if not url.startswith((f"{api}/", "data:"))]
     assert leaving == []
     assert any("/graphiql/graphiql@" in url for url in tab.requests)
+    assert tab.csp_violations == []
+    assert tab.page_errors == []
+
+
+async def test_a_graphiql_share_link_opens_its_query_and_the_address_follows_edits(
+    browser: Any, api: str, tab: Tab
+) -> None:
+    if GraphiQL().mode != "self-hosted":
+        pytest.skip("node_modules lacks GraphiQL, so it is served from the CDN: run `npm ci`")
+    page = tab.page
+    query = "query Plans($named: Boolean!) { plans { id name @include(if: $named) } }"
+    variables = '{"named": true}'
+    link = f"{api}/graphql?" + urlencode({"query": query, "variables": variables})
+    response = await page.goto(link)
+    assert response is not None
+    assert response.headers["content-type"].startswith("text/html")
+    await expect(page.locator(".graphiql-query-editor .CodeMirror")).to_be_visible()
+    shown = await page.evaluate(
+        "() => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.getValue()"
+    )
+    assert shown == query
+    await page.get_by_text("Variables", exact=True).click()
+    shown_variables = await page.evaluate(
+        "() => document.querySelector('.graphiql-editor-tool .graphiql-editor:not(.hidden) "
+        ".CodeMirror').CodeMirror.getValue()"
+    )
+    assert shown_variables == variables
+    assert all("/graphql?" not in url or url == link for url in tab.requests)  # nothing ran
+    await page.click(".graphiql-execute-button")
+    body = await response_json(page, '"Pro"')
+    assert body["data"]["plans"][1] == {"id": "PRO", "name": "Pro"}
+    await tab.shot("graphiql-share-link")
+
+    # Edited, the address is the new link (no headers in it); opened again, it shows the edit.
+    edited = "{ plans { id interval } }"
+    await set_editor(page, ".graphiql-query-editor", edited)
+    await page.wait_for_function(
+        "(q) => new URLSearchParams(location.search).get('query') === q", arg=edited
+    )
+    again = await browser.new_page()
+    try:
+        await again.goto(page.url)
+        await expect(again.locator(".graphiql-query-editor .CodeMirror")).to_be_visible()
+        assert (
+            await again.evaluate(
+                "() => document.querySelector('.graphiql-query-editor .CodeMirror')"
+                ".CodeMirror.getValue()"
+            )
+            == edited
+        )
+    finally:
+        await again.close()
     assert tab.csp_violations == []
     assert tab.page_errors == []
 

@@ -101,9 +101,44 @@ async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> N
     assert response.status_code == 404
 
 
-async def test_queries_over_get_still_answer_json(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", params={"query": "{ plans { id } }"}, headers=HTML)
+# What Chromium sends when the address bar opens a link, and when a script fetches one.
+NAVIGATION = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
+    "image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7",
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Mode": "navigate",
+}
+FETCH = {"Accept": "*/*", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [HTML, {"Accept": "*/*"}, {"Accept": "application/json"}, FETCH, {}],
+    ids=["html", "curl", "json", "fetch", "none"],
+)
+async def test_queries_over_get_still_answer_json(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await client.get("/graphql", params={"query": "{ plans { id } }"}, headers=headers)
+    assert response.headers["content-type"].startswith("application/json")
     assert response.json()["data"]["plans"][0]["id"] == "free"
+
+
+async def test_a_browser_opening_a_query_link_gets_graphiql(client: httpx.AsyncClient) -> None:
+    """A share link: the page, which loads the query from its own address (not run)."""
+    query = "query Plans { plans { id } }"
+    response = await client.get(
+        "/graphql", params={"query": query, "variables": "{}"}, headers=NAVIGATION
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'id="graphiql-config"' in response.text
+    assert "Content-Security-Policy" in response.headers
+    # A mutation in a link is only shown too: nothing runs until the user clicks.
+    mutation = "mutation { deleteAccount { success } }"
+    shown = await client.get("/graphql", params={"query": mutation}, headers=NAVIGATION)
+    assert shown.status_code == 200
+    assert shown.headers["content-type"].startswith("text/html")
 
 
 async def test_the_page_says_how_to_authenticate(client: httpx.AsyncClient) -> None:
@@ -124,6 +159,10 @@ class TestProduction:
 
     async def test_no_page_and_no_assets(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/graphql", headers=HTML)).status_code == 404
+        link = await client.get(
+            "/graphql", params={"query": "{ plans { id } }"}, headers=NAVIGATION
+        )
+        assert link.headers["content-type"].startswith("application/json")  # an answer, no page
         asset = await client.get("/graphiql/graphiql@4.1.2/graphiql.min.js")
         assert asset.status_code == 404
 

@@ -15,6 +15,11 @@ files from unpkg.com with Subresource Integrity instead, and the service logs th
 
 Headers typed into GraphiQL (a bearer token) never reach the URL, and GraphiQL's storage is
 wrapped so that tabs and history are kept without them (see `BOOT_JS`).
+
+Share links: the page keeps the address bar at `/graphql?query=…&variables=…` for the tab
+being edited, and a browser opening such a link gets GraphiQL with that query
+loaded in a tab (not run: running it is the user's click, with their own token), while an API
+client sending the same GET gets the answer (`wants_page`).
 """
 
 from __future__ import annotations
@@ -200,12 +205,37 @@ BOOT_JS = """\
     }
   });
 
+  // Share links: a link's query and variables open in a tab, and the address
+  // bar follows the tab being edited (never its headers), so it can be copied and shared.
+  var shared = new URLSearchParams(window.location.search);
+  function sharedValue(name) {
+    var value = shared.get(name);
+    return value === null || value === "" ? undefined : value;
+  }
+  var lastLink = null;
+  function followTab(tabState) {
+    var tab = tabState.tabs[tabState.activeTabIndex];
+    if (!tab) { return; }
+    var params = new URLSearchParams();
+    if (tab.query && tab.query !== config.defaultQuery) { params.set("query", tab.query); }
+    if (tab.variables && tab.variables.trim()) { params.set("variables", tab.variables); }
+    var search = params.toString();
+    var link = window.location.pathname + (search ? "?" + search : "") + window.location.hash;
+    if (link !== lastLink) {
+      lastLink = link;
+      window.history.replaceState(null, "", link);
+    }
+  }
+
   var fetcher = GraphiQL.createFetcher({ url: config.endpoint });
   var root = ReactDOM.createRoot(document.getElementById("graphiql"));
   root.render(
     React.createElement(GraphiQL, {
       fetcher: fetcher,
       defaultQuery: config.defaultQuery,
+      query: sharedValue("query"),
+      variables: sharedValue("variables"),
+      onTabChange: followTab,
       defaultEditorToolsVisibility: "headers",
       isHeadersEditorEnabled: true,
       shouldPersistHeaders: false,
@@ -430,13 +460,20 @@ class GraphiQL:
 
 
 def wants_page(scope: Scope) -> bool:
-    """As Strawberry decides to render its IDE: a GET without `query` that accepts HTML."""
+    """Whether a request gets GraphiQL's page rather than the endpoint's answer.
+
+    A GET without `query` that accepts HTML gets it (as Strawberry decides to render its IDE).
+    A GET with `query` is a share link when a browser navigates to it: the Fetch Metadata
+    header `Sec-Fetch-Dest: document`, which every current browser sends on navigation and
+    no script can set; any other GET with `query` (`fetch`, curl, a GraphQL client, whatever
+    its Accept) is a query and gets the answer."""
     if scope["type"] != "http" or scope["method"] != "GET":
         return False
+    headers = Headers(scope=scope)
     query_string = scope.get("query_string", b"").decode("latin-1")
     if "query" in parse_qs(query_string, keep_blank_values=True):
-        return False
-    accept = Headers(scope=scope).get("accept", "")
+        return headers.get("sec-fetch-dest") == "document"
+    accept = headers.get("accept", "")
     return "text/html" in accept or "*/*" in accept
 
 
