@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import post_webhook
 from tests.support.processes import ServerProcess
-from tests.support.stripe import sign
 from tests.support.tokens import TEST_JWT_SECRET
 
 WEBHOOK_SECRET = "whsec_servers"
@@ -88,14 +88,7 @@ async def clients(
 
 async def deliver(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
     """POST a webhook body as Stripe would, signed now."""
-    return await client.post(
-        "/webhooks/stripe",
-        content=body,
-        headers={
-            "Stripe-Signature": sign(body, WEBHOOK_SECRET),
-            "Content-Type": "application/json",
-        },
-    )
+    return await post_webhook(client, body, WEBHOOK_SECRET)
 
 
 async def eventually(

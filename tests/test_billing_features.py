@@ -10,7 +10,6 @@ after Stripe acted but its answer was lost.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +20,11 @@ import pytest
 
 from app.runtime import Runtime
 from services.stripe_gateway import DECLINED
-from tests.helpers import error_codes, gql
-from tests.support.stripe import FakeStripe, sign
+from tests import helpers
+from tests.helpers import CHECKOUT, error_codes, gql, iso
+from tests.support.stripe import FakeStripe
 
 SECRET = "whsec_billing_features"
-CHECKOUT = (
-    "mutation($input: CreateCheckoutSessionInput) { createCheckoutSession(input: $input) "
-    "{ id url } }"
-)
 SUBSCRIPTION = "planId status priceId cancelAtPeriodEnd cancelAt currentPeriodEnd trialEnd"
 INVOICE = (
     "id number status currency amountDue amountPaid createdAt periodStart periodEnd "
@@ -122,13 +118,7 @@ def settings_overrides(stripe_settings: dict[str, Any], plans_file: Path) -> dic
 
 
 async def deliver(client: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    payload = json.dumps(event).encode()
-    response = await client.post(
-        "/webhooks/stripe",
-        content=payload,
-        headers={"Stripe-Signature": sign(payload, SECRET), "Content-Type": "application/json"},
-    )
-    assert response.status_code == 200, response.text
+    await helpers.deliver(client, event, SECRET)
 
 
 async def subscribe(
@@ -139,12 +129,8 @@ async def subscribe(
     plan: str = "PRO",
 ) -> dict[str, Any]:
     """Checkout for `plan`, paid, its subscription and first invoice events processed."""
-    body = await gql(client, CHECKOUT, {"input": {"planId": plan}}, token=bearer)
-    assert "errors" not in body, body
-    subscription = fake.complete_checkout(body["data"]["createCheckoutSession"]["id"])
-    await deliver(client, fake.event("customer.subscription.created", subscription))
-    invoice = fake.invoices[subscription["latest_invoice"]]
-    await deliver(client, fake.event("invoice.paid", invoice))
+    subscription = await helpers.paid_checkout(client, fake, runtime, bearer, SECRET, plan)
+    await deliver(client, fake.event("invoice.paid", fake.invoices[subscription["latest_invoice"]]))
     await runtime.worker.drain()
     return subscription
 
@@ -154,10 +140,6 @@ async def me(client: httpx.AsyncClient, bearer: str) -> dict[str, Any]:
     assert "errors" not in body, body
     found: dict[str, Any] = body["data"]["me"]
     return found
-
-
-def iso(seconds: int | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def as_listed(invoice: dict[str, Any]) -> dict[str, Any]:

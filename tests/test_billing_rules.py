@@ -9,10 +9,8 @@ prices. Strangers' events are in `test_webhooks.py`.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +19,11 @@ import httpx
 import pytest
 
 from app.runtime import Runtime
-from tests.helpers import error_codes, gql
-from tests.support.stripe import FakeStripe, sign
+from tests import helpers
+from tests.helpers import CHECKOUT, error_codes, gql, iso, stripe_api
+from tests.support.stripe import FakeStripe
 
 SECRET = "whsec_billing_rules"
-CHECKOUT = (
-    "mutation($input: CreateCheckoutSessionInput) { createCheckoutSession(input: $input) "
-    "{ id url } }"
-)
 SUBSCRIPTION_FIELDS = (
     "planId status stripeSubscriptionId priceId cancelAtPeriodEnd cancelAt currentPeriodEnd "
     "trialEnd"
@@ -54,13 +49,7 @@ def settings_overrides(
 
 
 async def deliver(client: httpx.AsyncClient, event: dict[str, Any]) -> None:
-    payload = json.dumps(event).encode()
-    response = await client.post(
-        "/webhooks/stripe",
-        content=payload,
-        headers={"Stripe-Signature": sign(payload, SECRET), "Content-Type": "application/json"},
-    )
-    assert response.status_code == 200, response.text
+    await helpers.deliver(client, event, SECRET)
 
 
 async def checkout(
@@ -73,30 +62,7 @@ async def checkout(
 async def paid_checkout(
     client: httpx.AsyncClient, fake: FakeStripe, runtime: Runtime, bearer: str
 ) -> dict[str, Any]:
-    """Checkout, paid, and its events processed: (subscription in the fake)."""
-    body = await checkout(client, bearer)
-    assert "errors" not in body, body
-    subscription = fake.complete_checkout(body["data"]["createCheckoutSession"]["id"])
-    await deliver(client, fake.event("customer.subscription.created", subscription))
-    await runtime.worker.drain()
-    return subscription
-
-
-async def stripe_api(
-    fake: FakeStripe, method: str, path: str, data: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """A call to the fake's API as the Dashboard or the Billing Portal would make it."""
-    async with httpx.AsyncClient(
-        base_url=fake.url, headers={"Authorization": "Bearer sk_test_fake"}
-    ) as http:
-        response = await http.request(method, path, data=data)
-        response.raise_for_status()
-        found: dict[str, Any] = response.json()
-        return found
-
-
-def iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
+    return await helpers.paid_checkout(client, fake, runtime, bearer, SECRET)
 
 
 # --- 1. A cancellation made in the Billing Portal ------------------------------------------

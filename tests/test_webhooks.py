@@ -17,7 +17,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.settings import Settings
 from app.worker import Worker
-from tests.helpers import gql
+from tests.helpers import gql, post_webhook
 from tests.servers import eventually
 from tests.support.stripe import FakeStripe, sign
 
@@ -40,13 +40,7 @@ async def deliver(
     timestamp: int | None = None,
     header: str | None = None,
 ) -> httpx.Response:
-    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
-    signature = header if header is not None else sign(payload, secret, timestamp)
-    return await client.post(
-        "/webhooks/stripe",
-        content=payload,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
+    return await post_webhook(client, event, secret, timestamp=timestamp, header=header)
 
 
 async def stored(pg: asyncpg.Connection) -> list[asyncpg.Record]:
