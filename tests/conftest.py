@@ -204,6 +204,19 @@ def stripe_settings(fake_stripe: FakeStripe, pro_price: str) -> dict[str, Any]:
 
 
 @pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, stripe_settings: dict[str, Any]
+) -> None:
+    """The environment `python -m app …` (the operator commands) reads, pointed at this
+    test's database and the fake Stripe."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_settings["stripe_secret_key"])
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_settings["stripe_api_base"])
+    monkeypatch.setenv("STRIPE_PRICE_PRO", stripe_settings["stripe_price_pro"])
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
+
+
+@pytest.fixture
 async def servers(database_url: str) -> AsyncIterator[Farm]:
     """Real `python -m app serve` processes on the test's database, stopped afterwards."""
     async with farm() as started:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.cli import main
 from app.runtime import Runtime
 from services.stripe_gateway import DECLINED
 from tests import helpers
@@ -242,16 +243,13 @@ async def test_invoices_are_served_while_stripe_is_down(
     assert fake_stripe.requests == []
 
 
+@pytest.mark.usefixtures("cli_env")
 async def test_resync_backfills_invoices_no_event_told_us_of(
     client: httpx.AsyncClient,
     token: Callable[..., str],
     fake_stripe: FakeStripe,
     runtime: Runtime,
-    settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from app.cli import main
-
     bearer = token("ada")
     body = await gql(client, CHECKOUT, {"input": {"planId": "PRO"}}, token=bearer)
     subscription = fake_stripe.complete_checkout(body["data"]["createCheckoutSession"]["id"])
@@ -266,13 +264,6 @@ async def test_resync_backfills_invoices_no_event_told_us_of(
     )
     assert len(stripes) == 4
 
-    for name, value in {
-        "DATABASE_URL": settings.database_url,
-        "STRIPE_SECRET_KEY": "sk_test_fake",
-        "STRIPE_API_BASE": fake_stripe.url,
-        "AUTH_JWT_SECRET": "unused-but-required-secret-0123456789",
-    }.items():
-        monkeypatch.setenv(name, value)
     assert await asyncio.to_thread(main, ["resync"]) == 0
 
     listed = (await me(client, bearer))["invoices"]

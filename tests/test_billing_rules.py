@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.cli import main
 from app.runtime import Runtime
 from tests import helpers
 from tests.helpers import CHECKOUT, error_codes, gql, iso, stripe_api
@@ -447,17 +448,14 @@ async def test_queued_edits_push_every_field_they_changed_once(
     assert push.params == {"name": "Ada", "phone": "+14155550100"}
 
 
+@pytest.mark.usefixtures("cli_env")
 async def test_resync_brings_stripes_name_and_phone_to_the_profile(
     client: httpx.AsyncClient,
     token: Callable[..., str],
     fake_stripe: FakeStripe,
     runtime: Runtime,
-    settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Missed `customer.updated` webhooks: `resync` repairs the profile as they would have."""
-    from app.cli import main
-
     bearer = token("u1")
     subscription = await paid_checkout(client, fake_stripe, runtime, bearer)
     await stripe_api(
@@ -466,13 +464,6 @@ async def test_resync_brings_stripes_name_and_phone_to_the_profile(
         f"/v1/customers/{subscription['customer']}",
         {"name": "Grace Hopper", "phone": "+1 415 555 0100"},
     )
-    for name, value in {
-        "DATABASE_URL": settings.database_url,
-        "STRIPE_SECRET_KEY": "sk_test_fake",
-        "STRIPE_API_BASE": fake_stripe.url,
-        "AUTH_JWT_SECRET": "unused-but-required-secret-0123456789",
-    }.items():
-        monkeypatch.setenv(name, value)
     assert await asyncio.to_thread(main, ["resync"]) == 0
     me = await gql(client, "{ me { firstName lastName phone customer { name } } }", token=bearer)
     assert me["data"]["me"] == {

@@ -303,17 +303,6 @@ async def test_sync_subscription_shows_the_new_plan_before_the_webhook(
 # --- operator commands -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, stripe_settings: dict[str, Any]
-) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_settings["stripe_secret_key"])
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_settings["stripe_api_base"])
-    monkeypatch.setenv("STRIPE_PRICE_PRO", stripe_settings["stripe_price_pro"])
-    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
-
-
 @pytest.mark.usefixtures("cli_env")
 async def test_failed_events_are_listed_and_replayed_by_the_cli(
     client: httpx.AsyncClient,
