@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 from app.browser.graphiql import GraphiQL
 from app.browser.spa import Spa
 from app.main import create_app
 from app.settings import Settings
+from tests.helpers import gql
 from tests.support.loopback import LoopbackServer
-from tests.support.stripe import FakeStripe
+from tests.support.stripe import FakeStripe, signed_webhook
 from tests.support.tokens import make_token
 
 playwright_api = pytest.importorskip(
@@ -383,3 +385,306 @@ async def test_the_spa_explains_a_bad_token_and_every_error_code(
         assert code not in text, (code, text)
     assert "req-1" in texts[codes.index("INTERNAL_SERVER_ERROR")]
     assert tab.csp_violations == []
+
+
+# --- The SPA's billing page -------------------------------------------------------------------
+
+WEBHOOK_SECRET = "whsec_spa_billing"
+# What the page's amounts and dates look like in this browser (its locale decides).
+FORMAT_AMOUNT = (
+    "([amount, currency]) => new Intl.NumberFormat(undefined, "
+    "{ style: 'currency', currency }).format(amount)"
+)
+FORMAT_DAY = "(seconds) => new Date(seconds * 1000).toLocaleDateString()"
+
+
+async def deliver(api: str, event: dict[str, Any]) -> None:
+    """Posts a Stripe event to the API's webhook as Stripe would (signed)."""
+    payload, headers = signed_webhook(event, WEBHOOK_SECRET)
+    async with httpx.AsyncClient(base_url=api) as client:
+        response = await client.post("/webhooks/stripe", content=payload, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def processed(api: str, bearer: str, query: str, done: Any) -> None:
+    """Waits until the API's worker has processed what was delivered: `done(data)` holds."""
+    async with httpx.AsyncClient(base_url=api) as client:
+        for _ in range(100):
+            body = await gql(client, query, token=bearer)
+            if done(body["data"]):
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"not processed in time: {query}")
+
+
+class TestTheSpaBillingPage:
+    @pytest.fixture
+    def team_price(self, fake_stripe: FakeStripe) -> str:
+        price_id: str = fake_stripe.add_price(
+            unit_amount=4900, currency="usd", interval="month", product_name="Team"
+        )["id"]
+        return price_id
+
+    @pytest.fixture
+    def settings_overrides(
+        self,
+        stripe_settings: dict[str, Any],
+        spa: tuple[Spa, str],
+        tmp_path: Path,
+        team_price: str,
+    ) -> dict[str, Any]:
+        plans = tmp_path / "plans.toml"
+        plans.write_text(
+            f"""
+[[plans]]
+id = "free"
+name = "Free"
+features = ["basic"]
+
+[[plans]]
+id = "PRO"
+name = "Pro"
+amount = 1500
+currency = "usd"
+interval = "month"
+features = ["reports", "api"]
+
+[[plans]]
+id = "TEAM"
+name = "Team"
+price_id = "{team_price}"
+amount = 4900
+currency = "usd"
+interval = "month"
+features = ["reports", "api", "seats"]
+""",
+            encoding="utf-8",
+        )
+        # The worker runs, so that delivered webhooks (invoices) are processed.
+        return {
+            **stripe_settings,
+            "app_url": spa[1],
+            "plans_file": plans,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "run_worker": True,
+        }
+
+    @staticmethod
+    async def sign_in(page: Any, spa_url: str, bearer: str) -> None:
+        await page.goto(f"{spa_url}/")
+        await page.fill("#token", bearer)
+        await page.click("#signin-button")
+        await expect(page.locator("#plan-name")).to_have_text("Free")
+
+    @staticmethod
+    async def subscribe(
+        page: Any, spa_url: str, api: str, fake_stripe: FakeStripe, bearer: str
+    ) -> dict[str, Any]:
+        """Pays for Pro in the fake Checkout and has the first invoice's `invoice.paid`
+        processed; returns the subscription as the fake holds it."""
+        await page.click("#checkout")
+        await page.wait_for_url(f"{fake_stripe.url}/c/pay/**")
+        await page.click("#pay")
+        await page.wait_for_url(f"{spa_url}/billing**")
+        await expect(page.locator("#plan-name")).to_have_text("Pro")
+        [subscription] = fake_stripe.subscriptions.values()
+        first = fake_stripe.invoices[subscription["latest_invoice"]]
+        await deliver(api, fake_stripe.event("invoice.paid", first))
+        await processed(
+            api, bearer, "{ me { invoices { id } } }", lambda data: data["me"]["invoices"]
+        )
+        return subscription
+
+    async def test_the_spa_billing_page_manages_the_subscription(
+        self,
+        browser: Any,
+        api: str,
+        spa: tuple[Spa, str],
+        fake_stripe: FakeStripe,
+        tab: Tab,
+        pro_price: str,
+        team_price: str,
+    ) -> None:
+        page = tab.page
+        features = page.locator("#entitlements li")
+        bearer = make_token("billing-user", email="grace@example.com")
+        await self.sign_in(page, spa[1], bearer)
+        await expect(features).to_have_text(["basic"])
+        await expect(page.locator("#invoices-empty")).to_have_text("No invoices yet.")
+        await expect(page.locator("#cancel-subscription")).to_be_hidden()
+        await expect(page.locator("#plan-options")).to_be_hidden()
+
+        subscription = await self.subscribe(page, spa[1], api, fake_stripe, bearer)
+        sub_id = subscription["id"]
+        first = fake_stripe.invoices[subscription["latest_invoice"]]
+        await page.reload()  # the first invoice, now that the webhook was processed
+        await expect(page.locator("#plan-name")).to_have_text("Pro")
+        await expect(page.locator("#subscription-status")).to_have_text("ACTIVE")
+        await expect(features).to_have_text(["api", "basic", "reports"])
+
+        # The invoices: the first one, paid, with Stripe's page and PDF in a new tab.
+        row = page.locator("#invoices tbody tr")
+        await expect(row).to_have_count(1)
+        paid = await page.evaluate(FORMAT_AMOUNT, [15, "USD"])
+        created = await page.evaluate(FORMAT_DAY, first["created"])
+        await expect(row.locator("td")).to_have_text(
+            [first["number"], created, paid, "PAID", "View · PDF"]
+        )
+        view = row.get_by_role("link", name="View")
+        pdf = row.get_by_role("link", name="PDF")
+        assert await view.get_attribute("href") == first["hosted_invoice_url"]
+        assert await pdf.get_attribute("href") == first["invoice_pdf"]
+        for link in (view, pdf):
+            assert await link.get_attribute("target") == "_blank"
+            assert await link.get_attribute("rel") == "noopener"
+        async with page.context.expect_page() as opened:
+            await view.click()
+        invoice_page = await opened.value
+        await expect(invoice_page.locator("#status")).to_have_text("Status: paid")
+        await invoice_page.close()
+        document = await page.request.get(first["invoice_pdf"])
+        assert document.ok
+        assert document.headers["content-type"] == "application/pdf"
+        assert (await document.body()).startswith(b"%PDF")
+        await tab.shot("spa-billing")
+
+        # Cancel at the period's end, after a step in the page; then resume.
+        period_end = subscription["items"]["data"][0]["current_period_end"]
+        ends = await page.evaluate(FORMAT_DAY, period_end)
+        await expect(page.locator("#resume-subscription")).to_be_hidden()
+        await page.click("#cancel-subscription")
+        await expect(page.locator("#cancel-confirm")).to_be_visible()
+        await expect(page.locator("#cancel-confirm-detail")).to_contain_text(
+            f"It stays active until {ends}, then ends."
+        )
+        await page.click("#cancel-back")  # thought better of it: nothing happened
+        await expect(page.locator("#cancel-confirm")).to_be_hidden()
+        assert fake_stripe.requests_to("POST", f"/v1/subscriptions/{sub_id}") == []
+        await page.click("#cancel-subscription")
+        await tab.shot("spa-billing-cancel-confirm", full_page=False)
+        await page.click("#cancel-confirm-button")
+        await expect(page.locator("#plan-detail")).to_contain_text(f"ends on {ends}")
+        await expect(page.locator(".message.success").first).to_contain_text(
+            f"Your Pro subscription ends on {ends}."
+        )
+        await expect(page.locator("#resume-subscription")).to_be_visible()
+        await expect(page.locator("#cancel-subscription")).to_be_hidden()
+        assert fake_stripe.subscriptions[sub_id]["cancel_at_period_end"] is True
+        await tab.shot("spa-billing-cancel-scheduled")
+        await page.click("#resume-subscription")
+        await expect(page.locator("#plan-detail")).to_contain_text(f"renews on {ends}")
+        await expect(page.locator("#cancel-subscription")).to_be_visible()
+        await expect(page.locator("#resume-subscription")).to_be_hidden()
+        assert fake_stripe.subscriptions[sub_id]["cancel_at_period_end"] is False
+
+        # Switch to Team: the preview first, and nothing changes before Confirm.
+        switch = page.get_by_role("button", name="Switch to Team")
+        await expect(page.locator("#plan-choices li")).to_have_count(1)
+        updates = fake_stripe.requests_to("POST", f"/v1/subscriptions/{sub_id}")
+        assert len(updates) == 2  # the cancellation and the resumption
+        preview = await self.preview(page, switch)
+        assert (preview["planId"], preview["currency"]) == ("TEAM", "usd")
+        assert 3300 < preview["amountDue"] <= 3400  # most of a month of the difference
+        charged = await page.evaluate(FORMAT_AMOUNT, [preview["amountDue"] / 100, "USD"])
+        await expect(page.locator("#plan-change-amount")).to_have_text(
+            f"You will be charged {charged} now"
+        )
+        monthly = await page.evaluate(FORMAT_AMOUNT, [49, "USD"])
+        await expect(page.locator("#plan-change-detail")).to_contain_text(f"then {monthly} / month")
+        await expect(page.locator("#plan-options")).to_be_hidden()
+        await expect(page.locator("#plan-name")).to_have_text("Pro")
+        assert fake_stripe.requests_to("POST", f"/v1/subscriptions/{sub_id}") == updates
+        await tab.shot("spa-billing-preview")
+        await page.click("#plan-change-back")
+        await expect(page.locator("#plan-change")).to_be_hidden()
+
+        # A declined card: the change is refused, said so, and the plan stays.
+        await self.preview(page, switch)
+        fake_stripe.decline_next_payment()
+        await page.click("#plan-change-confirm")
+        error = page.locator(".message.error").first
+        await expect(error).to_contain_text("PAYMENT_PROVIDER_ERROR")
+        await expect(error).to_contain_text(
+            "Your card was declined. Update your payment method and try again."
+        )
+        await expect(page.locator("#plan-change")).to_be_hidden()
+        await expect(page.locator("#plan-name")).to_have_text("Pro")
+        await expect(features).to_have_text(["api", "basic", "reports"])
+        held = fake_stripe.subscriptions[sub_id]
+        assert (held["status"], held["items"]["data"][0]["price"]["id"]) == ("active", pro_price)
+        await tab.shot("spa-billing-declined")
+
+        # Confirmed: charged exactly the preview, the new plan and its features at once.
+        invoices_before = set(fake_stripe.invoices)
+        preview = await self.preview(page, switch)
+        await page.click("#plan-change-confirm")
+        await expect(page.locator("#plan-name")).to_have_text("Team")
+        await expect(features).to_have_text(["api", "basic", "reports", "seats"])
+        charged = await page.evaluate(FORMAT_AMOUNT, [preview["amountDue"] / 100, "USD"])
+        await expect(page.locator(".message.success").first).to_contain_text(
+            f"You are now on the Team plan: {charged} was charged."
+        )
+        await expect(page.get_by_role("button", name="Switch to Pro")).to_be_visible()
+        held = fake_stripe.subscriptions[sub_id]
+        assert held["items"]["data"][0]["price"]["id"] == team_price
+        [proration] = [fake_stripe.invoices[i] for i in set(fake_stripe.invoices) - invoices_before]
+        assert (proration["status"], proration["amount_paid"]) == ("paid", preview["amountDue"])
+        await tab.shot("spa-billing-after-change")
+
+        assert tab.csp_violations == []
+        assert tab.page_errors == []
+
+    @staticmethod
+    async def preview(page: Any, switch: Any) -> dict[str, Any]:
+        """Clicks a "Switch to …" button; the preview the API answered, once it is shown."""
+        async with page.expect_response(
+            lambda r: (
+                r.url.endswith("/graphql") and "PreviewPlanChange" in (r.request.post_data or "")
+            )
+        ) as answered:
+            await switch.click()
+        body = await (await answered.value).json()
+        await expect(page.locator("#plan-change")).to_be_visible()
+        preview: dict[str, Any] = body["data"]["previewPlanChange"]
+        return preview
+
+    async def test_a_failed_renewal_links_to_the_invoice_to_pay(
+        self, browser: Any, api: str, spa: tuple[Spa, str], fake_stripe: FakeStripe, tab: Tab
+    ) -> None:
+        page = tab.page
+        bearer = make_token("late-payer", email="late@example.com")
+        await self.sign_in(page, spa[1], bearer)
+        subscription = await self.subscribe(page, spa[1], api, fake_stripe, bearer)
+        renewal = fake_stripe.fail_payment(subscription["id"])
+        await deliver(api, fake_stripe.event("invoice.payment_failed", renewal))
+        await processed(
+            api,
+            bearer,
+            "{ me { notifications { kind } } }",
+            lambda data: data["me"]["notifications"],
+        )
+        await page.reload()
+        notice = page.locator("#notifications li").first
+        await expect(notice).to_contain_text("payment_failed")
+        pay = notice.get_by_role("link", name="Pay the invoice")
+        assert await pay.get_attribute("href") == renewal["hosted_invoice_url"]
+        assert await pay.get_attribute("rel") == "noopener"
+        rows = page.locator("#invoices tbody tr")
+        await expect(rows).to_have_count(2)  # newest first: the open renewal, then the paid one
+        await expect(rows.nth(0).locator("td").nth(0)).to_have_text(renewal["number"])
+        await expect(rows.nth(0).locator("td").nth(3)).to_have_text("OPEN")
+        await expect(rows.nth(1).locator("td").nth(3)).to_have_text("PAID")
+        await tab.shot("spa-billing-payment-failed")
+        assert tab.csp_violations == []
+        assert tab.page_errors == []
+
+    async def test_amounts_are_shown_in_each_currencys_own_unit(
+        self, browser: Any, api: str, spa: tuple[Spa, str], tab: Tab
+    ) -> None:
+        page = tab.page
+        await page.goto(f"{spa[1]}/")
+        await expect(page.locator("#signin")).to_be_visible()
+        cases = [(1500, "usd", 15), (1500, "jpy", 1500), (1500, "krw", 1500), (1500, "kwd", 1.5)]
+        for amount, currency, units in cases:
+            shown = await page.evaluate("([a, c]) => formatAmount(a, c)", [amount, currency])
+            assert shown == await page.evaluate(FORMAT_AMOUNT, [units, currency.upper()])

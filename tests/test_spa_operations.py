@@ -17,6 +17,10 @@ USED_BY_THE_SPA = {
     "StartCheckout",
     "OpenBillingPortal",
     "SyncSubscription",
+    "PreviewPlanChange",
+    "ChangePlan",
+    "CancelSubscription",
+    "ResumeSubscription",
     "DeleteAccount",
 }
 

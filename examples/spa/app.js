@@ -6,6 +6,8 @@
 // * Operations come from /operations.graphql (validated against schema.graphql by the tests);
 //   each request sends one named operation with the fragments it uses.
 // * Every error code of the contract gets a readable message (see `describe`).
+// * Cancelling and changing plan take a step in the page first (a confirmation; the charge
+//   previewed), and the subscription Stripe answers with is shown at once.
 "use strict";
 
 const API = String((window.SPA_CONFIG && window.SPA_CONFIG.apiUrl) || "http://127.0.0.1:8000")
@@ -15,7 +17,16 @@ const PORTAL_KEY = "billing-spa:from-portal";
 
 const $ = (id) => document.getElementById(id);
 
-const state = { token: null, me: null, plans: [], operations: null };
+// `preview`: the plan change shown for confirmation (previewPlanChange's answer), if any;
+// `confirmingCancel`: the cancellation's confirmation step is shown.
+const state = {
+  token: null,
+  me: null,
+  plans: [],
+  operations: null,
+  preview: null,
+  confirmingCancel: false,
+};
 
 // ---------------------------------------------------------------- token (sessionStorage)
 
@@ -267,25 +278,59 @@ function day(iso) {
   return new Date(iso).toLocaleDateString();
 }
 
+// A subscription in these states is over (Stripe keeps it, nothing can be changed on it).
+const ENDED = ["CANCELED", "INCOMPLETE_EXPIRED"];
+
 // "ends on …" when a cancellation is scheduled (from the SPA, the portal or the Dashboard),
 // else "renews on …"; a trial says when it ends.
 function timeline(sub) {
   const parts = [];
   if (sub.trialEnd && sub.status === "TRIALING") parts.push(`trial until ${day(sub.trialEnd)}`);
   if (sub.cancelAt) parts.push(`ends on ${day(sub.cancelAt)}`);
-  else if (sub.currentPeriodEnd && !["CANCELED", "INCOMPLETE_EXPIRED"].includes(sub.status)) {
+  else if (sub.currentPeriodEnd && !ENDED.includes(sub.status)) {
     parts.push(`renews on ${day(sub.currentPeriodEnd)}`);
   }
   return parts;
 }
 
+// Stripe's amounts are integers in the currency's smallest unit: a hundredth for most, the
+// whole unit for its zero-decimal currencies (1500 JPY is ¥1,500) and a thousandth for its
+// three-decimal ones.
+const ZERO_DECIMAL = new Set(
+  "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split(" ")
+);
+const THREE_DECIMAL = new Set("BHD JOD KWD OMR TND".split(" "));
+
+function formatAmount(amount, currency) {
+  const code = currency.toUpperCase();
+  const divisor = ZERO_DECIMAL.has(code) ? 1 : THREE_DECIMAL.has(code) ? 1000 : 100;
+  return new Intl.NumberFormat(undefined, { style: "currency", currency: code }).format(
+    amount / divisor
+  );
+}
+
 function money(plan) {
   if (plan.amount == null || !plan.currency) return "";
-  const amount = new Intl.NumberFormat(undefined, {
-    style: "currency",
-    currency: plan.currency.toUpperCase(),
-  }).format(plan.amount / 100);
+  const amount = formatAmount(plan.amount, plan.currency);
   return plan.interval ? `${amount} / ${plan.interval}` : amount;
+}
+
+// The subscription the app can cancel, resume or move to another plan (one at Stripe that
+// has not ended), if any.
+function liveSubscription() {
+  const sub = state.me && state.me.subscription;
+  return sub && sub.stripeSubscriptionId && !ENDED.includes(sub.status) ? sub : null;
+}
+
+// A link opening in a new tab; null unless `href` is an http(s) address (Stripe's pages).
+function link(href, text) {
+  if (!href || !/^https?:\/\//i.test(href)) return null;
+  const a = document.createElement("a");
+  a.href = href;
+  a.target = "_blank";
+  a.rel = "noopener";
+  a.textContent = text;
+  return a;
 }
 
 function renderAccount() {
@@ -313,6 +358,7 @@ function renderAccount() {
   const tone = { ACTIVE: "ok", TRIALING: "ok", PAST_DUE: "warn", UNPAID: "warn", INCOMPLETE: "warn" };
   $("subscription-status").className = `badge ${tone[status] || "neutral"}`;
   const subscribed = sub && ["ACTIVE", "TRIALING", "PAST_DUE"].includes(sub.status);
+  const live = liveSubscription();
   const pro = state.plans.find((p) => p.id === "PRO");
   $("checkout").hidden = Boolean(subscribed);
   $("checkout").textContent = pro && money(pro) ? `Upgrade to ${pro.name} (${money(pro)})` : "Upgrade to Pro";
@@ -334,6 +380,10 @@ function renderAccount() {
   }
   subs.hidden = !me.subscriptions.length;
 
+  renderEntitlements();
+  renderPlanManagement(live);
+  renderInvoices();
+
   const list = $("notifications");
   list.replaceChildren();
   if (!me.notifications.length) {
@@ -353,8 +403,121 @@ function renderAccount() {
     const text = document.createElement("span");
     text.textContent = n.message;
     item.append(kind, " ", text, " ", when);
+    const action = link(n.url, NOTIFICATION_LINKS[n.kind] || "Open");
+    if (action) item.append(" ", action);
     list.append(item);
   }
+}
+
+const NOTIFICATION_LINKS = { payment_failed: "Pay the invoice" };
+
+function renderEntitlements() {
+  const list = $("entitlements");
+  list.replaceChildren();
+  for (const key of state.me.entitlements) {
+    const item = document.createElement("li");
+    item.textContent = key;
+    list.append(item);
+  }
+  if (!state.me.entitlements.length) {
+    const none = document.createElement("li");
+    none.className = "none";
+    none.textContent = "None";
+    list.append(none);
+  }
+}
+
+// Cancel / resume, the other plans, and whichever confirmation step is open.
+function renderPlanManagement(live) {
+  if (!live) {
+    state.preview = null;
+    state.confirmingCancel = false;
+  }
+  const scheduled = Boolean(live && live.cancelAt);
+  if (scheduled) state.confirmingCancel = false;
+  const confirming = Boolean(state.preview || state.confirmingCancel);
+  $("cancel-subscription").hidden = !live || scheduled || confirming;
+  $("resume-subscription").hidden = !scheduled || confirming;
+
+  const choices = $("plan-choices");
+  choices.replaceChildren();
+  const others = live
+    ? state.plans.filter((p) => p.priceId && p.id !== "free" && p.id !== live.planId)
+    : [];
+  for (const plan of others) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "choice-name";
+    name.textContent = plan.name;
+    const price = document.createElement("span");
+    price.className = "muted small";
+    price.textContent = money(plan);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.plan = plan.id;
+    button.textContent = `Switch to ${plan.name}`;
+    button.addEventListener("click", () => previewPlanChange(button, plan.id));
+    item.append(name, price, button);
+    choices.append(item);
+  }
+  $("plan-options").hidden = !others.length || confirming;
+
+  const preview = state.preview;
+  $("plan-change").hidden = !preview;
+  if (preview) {
+    const plan = state.plans.find((p) => p.id === preview.planId);
+    $("plan-change-amount").textContent =
+      preview.amountDue > 0
+        ? `You will be charged ${formatAmount(preview.amountDue, preview.currency)} now`
+        : "You will not be charged anything now";
+    const then = plan && money(plan) ? `, then ${money(plan)}` : "";
+    $("plan-change-detail").textContent =
+      `to move to ${planName(preview.planId)} for the rest of this period${then}. ` +
+      "Nothing changes until you confirm.";
+  }
+
+  $("cancel-confirm").hidden = !state.confirmingCancel;
+  if (state.confirmingCancel && live) {
+    $("cancel-confirm-title").textContent = `Cancel your ${planName(live.planId)} subscription?`;
+    const until = live.currentPeriodEnd
+      ? `It stays active until ${day(live.currentPeriodEnd)}, then ends.`
+      : "It stays active until the end of the current period, then ends.";
+    $("cancel-confirm-detail").textContent = `${until} You can resume it until then.`;
+  }
+}
+
+const INVOICE_TONE = { PAID: "ok", OPEN: "warn", UNCOLLECTIBLE: "warn" };
+
+function renderInvoices() {
+  const invoices = state.me.invoices;
+  const body = $("invoices").querySelector("tbody");
+  body.replaceChildren();
+  for (const invoice of invoices) {
+    const row = document.createElement("tr");
+    row.dataset.invoice = invoice.id;
+    const cell = (...content) => {
+      const td = document.createElement("td");
+      td.append(...content);
+      row.append(td);
+      return td;
+    };
+    cell(invoice.number || "—");
+    const when = document.createElement("time");
+    when.dateTime = invoice.createdAt;
+    when.textContent = day(invoice.createdAt);
+    cell(when);
+    cell(formatAmount(invoice.amountDue, invoice.currency)).className = "amount";
+    const badge = document.createElement("span");
+    badge.className = `badge ${INVOICE_TONE[invoice.status] || "neutral"}`;
+    badge.textContent = invoice.status;
+    cell(badge);
+    const links = [link(invoice.hostedInvoiceUrl, "View"), link(invoice.invoicePdf, "PDF")]
+      .filter(Boolean);
+    cell(...links.flatMap((a, i) => (i ? [" · ", a] : [a]))).className = "links";
+    body.append(row);
+  }
+  $("invoices").hidden = !invoices.length;
+  $("invoices-empty").hidden = invoices.length > 0;
 }
 
 // ---------------------------------------------------------------- actions
@@ -403,7 +566,7 @@ async function saveProfile(event) {
   const value = (id) => $(id).value.trim() || null; // empty clears
   const input = { firstName: value("first-name"), lastName: value("last-name"), phone: value("phone") };
   await busy($("save-profile"), async () => {
-    state.me = (await graphql("UpdateProfile", { input })).updateProfile;
+    state.me = { ...state.me, ...(await graphql("UpdateProfile", { input })).updateProfile };
     renderAccount();
     say("success", "Profile saved.");
   });
@@ -476,6 +639,114 @@ async function afterReturn() {
     await sync({ announce: false });
     say("info", "Back from the billing portal: your plan is up to date.");
   }
+}
+
+// A mutation's answer shown at once: the subscription it returned replaces ours.
+function applySubscription(subscription) {
+  const me = state.me;
+  me.subscription = subscription;
+  me.subscriptions = me.subscriptions.map((one) =>
+    one.stripeSubscriptionId === subscription.stripeSubscriptionId ? subscription : one
+  );
+  renderAccount();
+}
+
+// Runs a change to the subscription; when it fails, the message says why and the page shows
+// the subscription as it now is.
+async function manage(button, action) {
+  let failed = false;
+  await busy(button, async () => {
+    try {
+      await action();
+    } catch (error) {
+      failed = true;
+      throw error;
+    }
+  });
+  if (failed && state.token) {
+    state.preview = null;
+    state.confirmingCancel = false;
+    renderAccount();
+    try {
+      await loadMe();
+    } catch (error) {
+      fail(error);
+    }
+  }
+}
+
+function askToCancel() {
+  state.confirmingCancel = true;
+  state.preview = null;
+  renderAccount();
+  $("cancel-back").focus();
+}
+
+function keepSubscription() {
+  state.confirmingCancel = false;
+  renderAccount();
+}
+
+async function cancelSubscription() {
+  await manage($("cancel-confirm-button"), async () => {
+    const subscription = (await graphql("CancelSubscription")).cancelSubscription;
+    state.confirmingCancel = false;
+    applySubscription(subscription);
+    const yours = `Your ${planName(subscription.planId)} subscription`;
+    say(
+      "success",
+      subscription.cancelAt
+        ? `${yours} ends on ${day(subscription.cancelAt)}.`
+        : `${yours} is ${subscription.status}.`
+    );
+  });
+}
+
+async function resumeSubscription() {
+  await manage($("resume-subscription"), async () => {
+    const subscription = (await graphql("ResumeSubscription")).resumeSubscription;
+    applySubscription(subscription);
+    const renews = subscription.currentPeriodEnd;
+    say(
+      "success",
+      `Your ${planName(subscription.planId)} subscription continues` +
+        (renews ? `: it renews on ${day(renews)}.` : ".")
+    );
+  });
+}
+
+async function previewPlanChange(button, planId) {
+  await manage(button, async () => {
+    const preview = (await graphql("PreviewPlanChange", { planId })).previewPlanChange;
+    state.preview = preview;
+    state.confirmingCancel = false;
+    renderAccount();
+    $("plan-change-back").focus();
+  });
+}
+
+function closePreview() {
+  state.preview = null;
+  renderAccount();
+}
+
+async function confirmPlanChange() {
+  const preview = state.preview;
+  if (!preview) return;
+  await manage($("plan-change-confirm"), async () => {
+    const variables = { planId: preview.planId, prorationDate: preview.prorationDate };
+    const subscription = (await graphql("ChangePlan", variables)).changePlan;
+    state.preview = null;
+    applySubscription(subscription);
+    say(
+      "success",
+      `You are now on the ${planName(subscription.planId)} plan` +
+        (preview.amountDue > 0
+          ? `: ${formatAmount(preview.amountDue, preview.currency)} was charged.`
+          : ".")
+    );
+    await loadMe(); // the new plan's features
+  });
 }
 
 function filenameFrom(response, fallback) {
@@ -556,6 +827,12 @@ async function start() {
   $("checkout").addEventListener("click", startCheckout);
   $("portal").addEventListener("click", openPortal);
   $("sync").addEventListener("click", () => busy($("sync"), () => sync()));
+  $("cancel-subscription").addEventListener("click", askToCancel);
+  $("cancel-back").addEventListener("click", keepSubscription);
+  $("cancel-confirm-button").addEventListener("click", cancelSubscription);
+  $("resume-subscription").addEventListener("click", resumeSubscription);
+  $("plan-change-back").addEventListener("click", closePreview);
+  $("plan-change-confirm").addEventListener("click", confirmPlanChange);
   $("export").addEventListener("click", downloadExport);
   $("delete").addEventListener("click", openDeleteDialog);
   $("delete-confirm").addEventListener("input", () => {
