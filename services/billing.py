@@ -27,7 +27,7 @@ from db.connection import Pool
 from db.locks import user_transaction
 from db.subscriptions import SubscriptionRecord
 from db.users import UserRecord
-from services import customers, rate_limits, subscriptions
+from services import customers, invoices, rate_limits, subscriptions
 from services.errors import AlreadySubscribed, BadUserInput, EmailNotVerified, NotFound
 from services.plans import Plan, PlanCatalog
 from services.single_flight import SingleFlight
@@ -246,9 +246,10 @@ async def sync_subscription(
     *,
     rate_limit: rate_limits.Bucket,
 ) -> SubscriptionRecord | None:
-    """`syncSubscription`: the user's subscriptions re-read from Stripe now; the one that
-    matters, or None for a user without a Stripe customer. Concurrent calls of one user
-    share one read. Raises `RATE_LIMITED`, `STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`.
+    """`syncSubscription`: the user's subscriptions, and their newest invoices (the first
+    one of a Checkout just paid), re-read from Stripe now; the subscription that matters, or
+    None for a user without a Stripe customer. Concurrent calls of one user share one read.
+    Raises `RATE_LIMITED`, `STRIPE_NOT_CONFIGURED`, `PAYMENT_PROVIDER_ERROR`.
     """
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
@@ -259,6 +260,7 @@ async def sync_subscription(
         if customer is None:
             return None
         await subscriptions.refresh(pool, stripe, plans, user.id, customer.stripe_customer_id)
+        await invoices.refresh(pool, stripe, user.id, customer.stripe_customer_id)
         return subscriptions.the_subscription(await subscriptions.of_user(pool, user.id))
 
     return await single_flight.shared(user.id, "sync", read)

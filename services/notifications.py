@@ -72,7 +72,7 @@ async def for_event(
         if invoice is None or invoice.user_id != user_id:
             return
         where = (
-            f"Pay the invoice here: {invoice.hosted_invoice_url}"
+            "Pay the invoice to keep your plan."  # its page is the notification's url
             if invoice.hosted_invoice_url
             else "Update your payment method in the billing portal."
         )

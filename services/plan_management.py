@@ -2,8 +2,8 @@
 
 Each acts on the user's live subscription — the one that matters (`services.subscriptions`)
 unless it has ended — in the user's turn (`services.single_flight`), counts against the
-user's Stripe bucket, and is reflected at once: the customer's subscriptions are re-read
-from Stripe afterwards, as `syncSubscription` does.
+user's Stripe bucket, and is reflected at once: the customer's subscriptions (and, after a
+plan change, its invoices) are re-read from Stripe afterwards, as `syncSubscription` does.
 
 Retries are safe: each Stripe change carries an idempotency key derived from the action,
 the subscription and its state as we last read it, so a retry after a lost response (the
@@ -27,7 +27,7 @@ from typing import Any
 from db.connection import Pool
 from db.subscriptions import SubscriptionRecord
 from db.users import UserRecord
-from services import rate_limits, subscriptions
+from services import invoices, rate_limits, subscriptions
 from services.customers import SOURCE
 from services.errors import BadUserInput, NotFound
 from services.plans import PlanCatalog
@@ -230,7 +230,11 @@ async def change_plan(
             params,
             idempotency_key=_key("change-plan", row, price_id, str(when)),
         )
-        return await _reread(pool, stripe, plans, user, row)
+        changed = await _reread(pool, stripe, plans, user, row)
+        assert row.stripe_customer_id is not None
+        # The proration's invoice, paid just now, is listed at once too.
+        await invoices.refresh(pool, stripe, user.id, row.stripe_customer_id)
+        return changed
 
 
 async def preview_plan_change(

@@ -230,6 +230,20 @@ async def test_a_voided_invoice_shows_void_whatever_an_older_event_said(
     assert (await me(client, bearer))["invoices"][0]["status"] == "VOID"
 
 
+async def test_the_first_invoice_shows_on_return_from_checkout(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe
+) -> None:
+    """The SPA calls `syncSubscription` on return from Checkout, before any webhook."""
+    bearer = token("ada")
+    body = await gql(client, CHECKOUT, {"input": {"planId": "PRO"}}, token=bearer)
+    subscription = fake_stripe.complete_checkout(body["data"]["createCheckoutSession"]["id"])
+    synced = await gql(client, "mutation { syncSubscription { status } }", token=bearer)
+    assert synced == {"data": {"syncSubscription": {"status": "ACTIVE"}}}
+    assert (await me(client, bearer))["invoices"] == [
+        as_listed(fake_stripe.invoices[subscription["latest_invoice"]])
+    ]
+
+
 async def test_invoices_are_served_while_stripe_is_down(
     client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
 ) -> None:
@@ -302,8 +316,7 @@ async def test_a_failed_payment_notifies_once_with_the_invoices_page(
     assert found["notifications"] == [
         {
             "kind": "payment_failed",
-            "message": "Your payment of 15.00 USD failed. Pay the invoice here: "
-            f"{renewal['hosted_invoice_url']}",
+            "message": "Your payment of 15.00 USD failed. Pay the invoice to keep your plan.",
             "url": renewal["hosted_invoice_url"],
         }
     ]
@@ -508,9 +521,10 @@ async def test_a_previewed_change_charges_exactly_the_preview(
     [proration] = [fake_stripe.invoices[i] for i in set(fake_stripe.invoices) - invoices_before]
     assert (proration["status"], proration["amount_paid"]) == ("paid", preview["amountDue"])
 
-    found = await me(client, bearer)
+    found = await me(client, bearer)  # no webhook yet: what changePlan re-read
     assert found["subscription"]["planId"] == "TEAM"
     assert found["entitlements"] == TEAM
+    assert found["invoices"][0] == as_listed(proration)
 
 
 @pytest.mark.parametrize(
