@@ -2,44 +2,70 @@
 
 Each acts on the user's live subscription — the one that matters (`services.subscriptions`)
 unless it has ended — in the user's turn (`services.single_flight`), counts against the
-user's Stripe bucket, and is reflected at once: the customer's subscriptions (and, after a
-plan change, its invoices) are re-read from Stripe afterwards, as `syncSubscription` does.
+user's Stripe bucket, and decides on Stripe's state, not ours: the customer's subscriptions
+are re-read from Stripe first (a change made in the Billing Portal whose webhook has not
+arrived counts). What Stripe answers is stored at once (and, after a plan change, the
+customer's invoices re-read), so `me` shows it before any webhook.
 
-Retries are safe: each Stripe change carries an idempotency key derived from the action,
-the subscription and its state as we last read it, so a retry after a lost response (the
-state not re-read since) replays Stripe's stored answer instead of acting twice, while the
-same action asked again after the state moved on (cancel, resume, cancel) is a new change.
+Retries never act twice, and never replay a refusal. A change is kept (`db.plan_changes`)
+with its idempotency key before it is sent. When Stripe's answer does not arrive (the
+connection failed, the deadline passed, the process died), the change stays kept, and the
+next request about that subscription sends it again with the same key first: Stripe
+answers it once, acting at most once (a retried `changePlan` then returns the change made).
+Once Stripe has answered — success, a declined card, an error — the change is forgotten and
+the next one gets a new key: Stripe keeps a key's answer for 24 hours, errors included, so
+reusing it would replay a decline after the card was fixed.
 
 Plan changes are charged at once: the price swap is prorated and the proration invoiced and
 paid in the same request (`proration_behavior=always_invoice`,
 `payment_behavior=error_if_incomplete`), so a declined card refuses the change and nothing
-changes. `preview_plan_change` shows exactly that charge, from Stripe's invoice preview.
+changes. `preview_plan_change` shows exactly that charge, from Stripe's invoice preview, and
+keeps what it computed on: confirming it (`proration_date`) charges the amount shown, or is
+refused when the subscription changed since.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from db import plan_changes
 from db.connection import Pool
+from db.locks import user_transaction
+from db.plan_changes import SentChange
 from db.subscriptions import SubscriptionRecord
 from db.users import UserRecord
 from services import invoices, rate_limits, subscriptions
 from services.customers import SOURCE
-from services.errors import BadUserInput, NotFound
+from services.errors import BadUserInput, NotFound, PaymentProviderError
 from services.plans import PlanCatalog
 from services.single_flight import SingleFlight
-from services.stripe_gateway import StripeGateway
+from services.stripe_gateway import StripeGateway, StripeSubscription, outcome_unknown
 from services.subscriptions import ENDED
 
+log = logging.getLogger(__name__)
+
 NO_SUBSCRIPTION = "You have no subscription to change: subscribe to a plan first."
-# How long a preview's proration date may be confirmed with `change_plan` (seconds), and how
-# far ahead of our clock a client's may be (clock skew).
+PREVIEW_AGAIN = "Your subscription changed since the preview: preview the change again."
+# How long a preview may be confirmed with `change_plan` (seconds), and how far ahead of our
+# clock a client's proration date may be (clock skew).
 PREVIEW_VALID_SECONDS = 3600
 CLOCK_SKEW_SECONDS = 60
+# A change whose answer never came is sent again for this long (seconds): Stripe keeps an
+# idempotency key's answer for at least 24 hours.
+UNANSWERED_SECONDS = 23 * 3600
+# Every change reads back what it needs of the subscription (`paid` comes from its latest
+# invoice).
+EXPAND = ["latest_invoice"]
+
+CANCEL_AT_PERIOD_END = "cancel-at-period-end"
+CANCEL_NOW = "cancel-now"
+RESUME = "resume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,52 +76,132 @@ class PlanChangePreview:
     proration_date: datetime
 
 
+def _change_plan_action(price_id: str, proration_date: int | None) -> str:
+    return f"change-plan:{price_id}:{proration_date or 'now'}"
+
+
+# --- Reading the subscription ---------------------------------------------------------------
+
+
 async def _live(pool: Pool, user: UserRecord) -> SubscriptionRecord:
+    """The live subscription as we hold it; `NotFound` without one."""
     current = subscriptions.the_subscription(await subscriptions.of_user(pool, user.id))
     if current is None or current.stripe_subscription_id is None or current.status in ENDED:
         raise NotFound(NO_SUBSCRIPTION)
     return current
 
 
-async def _live_with_item(
-    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord
-) -> SubscriptionRecord:
-    """The live subscription, re-read first if we never stored its item (a row older than
-    the item column)."""
+async def _fresh(
+    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, customer_id: str
+) -> tuple[SubscriptionRecord, StripeSubscription]:
+    """The customer's subscriptions re-read from Stripe and stored; the live one as we now
+    hold it, and as Stripe gave it. `NotFound` when none is live."""
+    started_at = await subscriptions.read_clock(pool)
+    found = await stripe.list_subscriptions(customer_id)
+    async with user_transaction(pool, user.id) as pg:
+        await subscriptions.apply(pg, plans, user.id, customer_id, found, started_at)
     row = await _live(pool, user)
-    if row.item_id is None:
-        row = await _reread(pool, stripe, plans, user, row)
-        if row.item_id is None or row.status in ENDED:
-            raise NotFound(NO_SUBSCRIPTION)
-    return row
+    current = next((s for s in found if s.id == row.stripe_subscription_id), None)
+    if current is None:
+        raise NotFound(NO_SUBSCRIPTION)
+    return row, current
 
 
-def _key(action: str, row: SubscriptionRecord, *more: str) -> str:
-    """Same action on the same state as we last read it → same key (see the module)."""
-    state = "|".join(
-        str(part)
-        for part in (
-            row.status,
-            row.price_id,
-            row.cancel_at,
-            row.cancel_at_period_end,
-            row.updated_at.isoformat(),
-            *more,
-        )
-    )
-    digest = hashlib.sha256(state.encode()).hexdigest()[:16]
-    return f"{SOURCE}:{action}:{row.stripe_subscription_id}:{digest}"
-
-
-async def _reread(
-    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, row: SubscriptionRecord
-) -> SubscriptionRecord:
-    assert row.stripe_customer_id is not None
-    await subscriptions.refresh(pool, stripe, plans, user.id, row.stripe_customer_id)
+async def _row(pool: Pool, user: UserRecord, subscription_id: str) -> SubscriptionRecord:
     for found in await subscriptions.of_user(pool, user.id):
-        if found.stripe_subscription_id == row.stripe_subscription_id:
+        if found.stripe_subscription_id == subscription_id:
             return found
-    return row  # pragma: no cover - Stripe never forgets a subscription
+    raise NotFound(NO_SUBSCRIPTION)  # pragma: no cover - a subscription written just now
+
+
+# --- Sending a change once ------------------------------------------------------------------
+
+
+async def _send(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    row: SubscriptionRecord,
+    change: SentChange,
+) -> SubscriptionRecord:
+    """Send a kept change with its key; store Stripe's answer and forget the change once an
+    answer came (see the module)."""
+    subscription_id, customer_id = row.stripe_subscription_id, row.stripe_customer_id
+    assert subscription_id is not None
+    assert customer_id is not None
+    started_at = await subscriptions.read_clock(pool)
+    try:
+        if change.action == CANCEL_NOW:
+            result = await stripe.cancel_subscription(
+                subscription_id, change.params, idempotency_key=change.idempotency_key
+            )
+        else:
+            result = await stripe.update_subscription(
+                subscription_id, change.params, idempotency_key=change.idempotency_key
+            )
+    except PaymentProviderError as exc:
+        if not outcome_unknown(exc):
+            async with user_transaction(pool, user.id) as pg:
+                await plan_changes.answered(pg, user.id, subscription_id)
+        raise
+    async with user_transaction(pool, user.id) as pg:
+        await plan_changes.answered(pg, user.id, subscription_id)
+        if result is not None:
+            await subscriptions.apply(pg, plans, user.id, customer_id, [result], started_at)
+    return await _row(pool, user, subscription_id)
+
+
+async def _start(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    row: SubscriptionRecord,
+    action: str,
+    params: Mapping[str, Any],
+) -> SubscriptionRecord:
+    """A new change: kept with a new key, then sent."""
+    assert row.stripe_subscription_id is not None
+    change = SentChange(
+        action=action,
+        params={**params, "expand": EXPAND},
+        idempotency_key=f"{SOURCE}:{action}:{row.stripe_subscription_id}:{uuid.uuid4().hex}",
+    )
+    async with user_transaction(pool, user.id) as pg:
+        await plan_changes.sending(pg, user.id, row.stripe_subscription_id, change)
+    return await _send(pool, stripe, plans, user, row, change)
+
+
+async def _unanswered(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    row: SubscriptionRecord,
+    action: str,
+) -> SubscriptionRecord | None:
+    """Settle a change sent earlier whose answer never came, by sending it again with its
+    key. Returns the subscription when that change is `action` (the one asked for now: its
+    retry), else None (it was settled; go on). Raises its error when it is `action`, or when
+    its answer is still unknown."""
+    assert row.stripe_subscription_id is not None
+    async with user_transaction(pool, user.id) as pg:
+        sent = await plan_changes.unanswered(
+            pg, user.id, row.stripe_subscription_id, UNANSWERED_SECONDS
+        )
+    if sent is None:
+        return None
+    try:
+        done = await _send(pool, stripe, plans, user, row, sent)
+    except PaymentProviderError as exc:
+        if sent.action == action or outcome_unknown(exc):
+            raise
+        return None  # refused after all: it changed nothing
+    return done if sent.action == action else None
+
+
+# --- Cancel and resume ----------------------------------------------------------------------
 
 
 async def cancel(
@@ -108,25 +214,23 @@ async def cancel(
     at_period_end: bool,
     rate_limit: rate_limits.Bucket,
 ) -> SubscriptionRecord:
-    """Cancel the live subscription at the end of its period (it stays entitled until then)
-    or at once. Raises `RATE_LIMITED`, `STRIPE_NOT_CONFIGURED`, `NOT_FOUND` (no live
-    subscription), `PAYMENT_PROVIDER_ERROR`."""
+    """Cancel the live subscription at the end of its period (it stays entitled until then;
+    already scheduled so, nothing is sent) or at once. Raises `RATE_LIMITED`,
+    `STRIPE_NOT_CONFIGURED`, `NOT_FOUND` (no live subscription), `PAYMENT_PROVIDER_ERROR`."""
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
+    action = CANCEL_AT_PERIOD_END if at_period_end else CANCEL_NOW
     async with single_flight.turn(user.id):
         row = await _live(pool, user)
-        assert row.stripe_subscription_id is not None
-        if at_period_end:
-            await stripe.update_subscription(
-                row.stripe_subscription_id,
-                {"cancel_at_period_end": True},
-                idempotency_key=_key("cancel-at-period-end", row),
-            )
-        else:
-            await stripe.cancel_subscription(
-                row.stripe_subscription_id, idempotency_key=_key("cancel-now", row)
-            )
-        return await _reread(pool, stripe, plans, user, row)
+        retried = await _unanswered(pool, stripe, plans, user, row, action)
+        if retried is not None:
+            return retried
+        assert row.stripe_customer_id is not None
+        row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        if at_period_end and row.cancel_at_period_end:
+            return row
+        params = {"cancel_at_period_end": True} if at_period_end else {}
+        return await _start(pool, stripe, plans, user, row, action, params)
 
 
 async def resume(
@@ -145,29 +249,24 @@ async def resume(
     stripe.require()
     async with single_flight.turn(user.id):
         row = await _live(pool, user)
-        assert row.stripe_subscription_id is not None
+        retried = await _unanswered(pool, stripe, plans, user, row, RESUME)
+        if retried is not None:
+            return retried
         assert row.stripe_customer_id is not None
-        fresh = next(
-            (
-                s
-                for s in await stripe.list_subscriptions(row.stripe_customer_id)
-                if s.id == row.stripe_subscription_id
-            ),
-            None,
-        )
-        params: dict[str, Any] = {}
-        if fresh is not None and fresh.cancel_at_period_end:
-            params = {"cancel_at_period_end": False}
-        elif fresh is not None and fresh.cancel_at is not None:
+        row, current = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        if current.cancel_at_period_end:
+            params: dict[str, Any] = {"cancel_at_period_end": False}
+        elif current.cancel_at is not None:
             params = {"cancel_at": ""}
-        if params:
-            await stripe.update_subscription(
-                row.stripe_subscription_id, params, idempotency_key=_key("resume", row)
-            )
-        return await _reread(pool, stripe, plans, user, row)
+        else:
+            return row
+        return await _start(pool, stripe, plans, user, row, RESUME, params)
 
 
-def _target_price(plans: PlanCatalog, row: SubscriptionRecord, plan_id: str) -> str:
+# --- Change plan, and its preview -----------------------------------------------------------
+
+
+def _price_of(plans: PlanCatalog, plan_id: str) -> str:
     plan = plans.get(plan_id)
     if plan is None:
         raise BadUserInput(f"Unknown plan {plan_id!r}.", field="planId")
@@ -176,9 +275,19 @@ def _target_price(plans: PlanCatalog, row: SubscriptionRecord, plan_id: str) -> 
             f"The {plan.name} plan has no price: cancel your subscription instead.",
             field="planId",
         )
-    if plan.price_id == row.price_id:
-        raise BadUserInput(f"You are on the {plan.name} plan already.", field="planId")
     return plan.price_id
+
+
+def _check_target(plans: PlanCatalog, row: SubscriptionRecord, plan_id: str) -> str:
+    """The plan's price, when the live subscription may move to it."""
+    price_id = _price_of(plans, plan_id)
+    if price_id == row.price_id:
+        plan = plans.get(plan_id)
+        assert plan is not None
+        raise BadUserInput(f"You are on the {plan.name} plan already.", field="planId")
+    if row.item_id is None:
+        raise NotFound(NO_SUBSCRIPTION)  # pragma: no cover - Stripe subscriptions have items
+    return price_id
 
 
 def _proration_time(proration_date: datetime | None) -> int | None:
@@ -194,6 +303,21 @@ def _proration_time(proration_date: datetime | None) -> int | None:
     return when
 
 
+async def _check_preview(
+    pool: Pool, user: UserRecord, row: SubscriptionRecord, price_id: str, when: int
+) -> None:
+    """The confirmed preview was computed on the subscription as it is now."""
+    async with pool.connection() as pg:
+        shown = await plan_changes.preview(pg, user.id, price_id, when)
+    if (
+        shown is None
+        or shown.subscription_id != row.stripe_subscription_id
+        or shown.from_price_id != row.price_id
+        or shown.current_period_end != row.current_period_end
+    ):
+        raise BadUserInput(PREVIEW_AGAIN, field="prorationDate")
+
+
 async def change_plan(
     pool: Pool,
     stripe: StripeGateway,
@@ -205,35 +329,39 @@ async def change_plan(
     proration_date: datetime | None = None,
     rate_limit: rate_limits.Bucket,
 ) -> SubscriptionRecord:
-    """Move the live subscription to `plan_id`'s price, prorated and charged at once; the
-    prorations are computed for `proration_date` (a preview's, so exactly the previewed
-    amount is charged; at most `PREVIEW_VALID_SECONDS` old) or now. Raises `BAD_USER_INPUT`
-    (unknown plan, the current one, one without a price, a stale or future proration date),
-    `PAYMENT_PROVIDER_ERROR` (Stripe refused: a declined card says so; nothing changed),
-    and as `cancel`."""
+    """Move the live subscription to `plan_id`'s price, prorated and charged at once; with
+    `proration_date` (a preview's, at most `PREVIEW_VALID_SECONDS` old) exactly the amount
+    that preview showed, else computed now. Raises `BAD_USER_INPUT` (unknown plan, the
+    current one, one without a price, an expired preview or one computed on a subscription
+    that changed since), `PAYMENT_PROVIDER_ERROR` (Stripe refused: a declined card says so;
+    nothing changed), and as `cancel`."""
     when = _proration_time(proration_date)
+    price_id = _price_of(plans, plan_id)
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
+    action = _change_plan_action(price_id, when)
     async with single_flight.turn(user.id):
-        row = await _live_with_item(pool, stripe, plans, user)
-        price_id = _target_price(plans, row, plan_id)
-        assert row.stripe_subscription_id is not None
-        params: dict[str, Any] = {
-            "items": [{"id": row.item_id, "price": price_id}],
-            "proration_behavior": "always_invoice",
-            "payment_behavior": "error_if_incomplete",
-        }
-        if when is not None:
-            params["proration_date"] = when
-        await stripe.update_subscription(
-            row.stripe_subscription_id,
-            params,
-            idempotency_key=_key("change-plan", row, price_id, str(when)),
-        )
-        changed = await _reread(pool, stripe, plans, user, row)
-        assert row.stripe_customer_id is not None
-        # The proration's invoice, paid just now, is listed at once too.
-        await invoices.refresh(pool, stripe, user.id, row.stripe_customer_id)
+        row = await _live(pool, user)
+        changed = await _unanswered(pool, stripe, plans, user, row, action)
+        if changed is None:
+            assert row.stripe_customer_id is not None
+            row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+            _check_target(plans, row, plan_id)
+            if when is not None:
+                await _check_preview(pool, user, row, price_id, when)
+            params: dict[str, Any] = {
+                "items": [{"id": row.item_id, "price": price_id}],
+                "proration_behavior": "always_invoice",
+                "payment_behavior": "error_if_incomplete",
+            }
+            if when is not None:
+                params["proration_date"] = when
+            changed = await _start(pool, stripe, plans, user, row, action, params)
+        assert changed.stripe_customer_id is not None
+        try:  # the proration's invoice, paid just now, is listed at once too
+            await invoices.refresh(pool, stripe, user.id, changed.stripe_customer_id)
+        except PaymentProviderError:
+            log.warning("invoices not re-read after a plan change; the webhooks will bring them")
         return changed
 
 
@@ -246,12 +374,15 @@ async def preview_plan_change(
     *,
     rate_limit: rate_limits.Bucket,
 ) -> PlanChangePreview:
-    """What `change_plan` would charge now, from Stripe's invoice preview; changes nothing.
-    Raises as `change_plan`."""
+    """What `change_plan` would charge now, from Stripe's invoice preview on the
+    subscription as Stripe holds it; changes nothing at Stripe, and keeps the preview so
+    that confirming it charges this amount. Raises as `change_plan`."""
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
-    row = await _live_with_item(pool, stripe, plans, user)
-    price_id = _target_price(plans, row, plan_id)
+    row = await _live(pool, user)
+    assert row.stripe_customer_id is not None
+    row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+    price_id = _check_target(plans, row, plan_id)
     assert row.stripe_subscription_id is not None
     assert row.stripe_customer_id is not None
     assert row.item_id is not None
@@ -263,6 +394,19 @@ async def preview_plan_change(
         price_id=price_id,
         proration_date=proration_date,
     )
+    async with pool.connection() as pg:
+        await plan_changes.save_preview(
+            pg,
+            user.id,
+            subscription_id=row.stripe_subscription_id,
+            from_price_id=row.price_id,
+            to_price_id=price_id,
+            current_period_end=row.current_period_end,
+            proration_date=proration_date,
+            amount_due=preview.amount_due,
+            currency=preview.currency,
+            max_age_seconds=PREVIEW_VALID_SECONDS,
+        )
     return PlanChangePreview(
         plan_id=plan_id,
         amount_due=preview.amount_due,

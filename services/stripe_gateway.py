@@ -245,6 +245,19 @@ UNREACHABLE = "We could not reach our payment provider. Please try again in a fe
 BUSY = "Our payment provider is busy right now. Please try again in a minute."
 REFUSED = "Our payment provider could not process this request. Please contact support."
 DECLINED = "Your card was declined. Update your payment method and try again."
+# A card whose bank asks the cardholder to confirm the payment (3-D Secure, SCA): that needs
+# the cardholder on Stripe's page, which the billing portal provides.
+AUTHENTICATION_REQUIRED = (
+    "Your bank asks you to confirm this payment, which cannot be done here: make the change "
+    "in the billing portal."
+)
+
+
+def outcome_unknown(error: PaymentProviderError) -> bool:
+    """Whether Stripe may have acted on a request that failed: its answer never came (the
+    connection failed or the deadline passed). Any answer Stripe gave, an error included,
+    is known."""
+    return isinstance(error.__cause__, (stripe.APIConnectionError, TimeoutError))
 
 
 class StripeGateway:
@@ -328,7 +341,10 @@ class StripeGateway:
             raise PaymentProviderError(UNREACHABLE, retryable=False) from exc
         except stripe.CardError as exc:
             log.info("stripe %s: card declined (%s, request %s)", what, exc.code, exc.request_id)
-            raise PaymentProviderError(DECLINED, retryable=False) from exc
+            # Strong Customer Authentication shows as the error code or as the decline code.
+            sca = "authentication_required" in (exc.code, getattr(exc.error, "decline_code", None))
+            message = AUTHENTICATION_REQUIRED if sca else DECLINED
+            raise PaymentProviderError(message, retryable=False) from exc
         except stripe.StripeError as exc:
             log.error(
                 "stripe %s refused: %s %s (request %s)",
@@ -576,25 +592,35 @@ class StripeGateway:
         return subscription_from_dict(updated.to_dict())
 
     async def cancel_subscription(
-        self, subscription_id: str, *, idempotency_key: str | None = None
-    ) -> None:
-        """Cancel at once; one already ended (or unknown to Stripe) counts as done."""
+        self,
+        subscription_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> StripeSubscription | None:
+        """Cancel at once; the canceled subscription, or None when it had ended already (or
+        is unknown to Stripe), which counts as done."""
         client = self.require()
         options: stripe.RequestOptions = {}
         if idempotency_key:
             options["idempotency_key"] = idempotency_key
         try:
-            await self._call(
+            canceled = await self._call(
                 "subscriptions.cancel",
-                lambda: client.v1.subscriptions.cancel_async(subscription_id, {}, options),
+                lambda: client.v1.subscriptions.cancel_async(
+                    subscription_id,
+                    dict(params or {}),  # type: ignore[arg-type]
+                    options,
+                ),
             )
         except PaymentProviderError as exc:
             cause = exc.__cause__
             if self._gone(exc, "id"):
-                return
+                return None
             if isinstance(cause, stripe.InvalidRequestError) and "canceled" in str(cause):
-                return  # already canceled
+                return None  # already canceled
             raise
+        return subscription_from_dict(canceled.to_dict())
 
     # --- invoices and entitlements ------------------------------------------------------
 

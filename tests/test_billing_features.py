@@ -20,7 +20,8 @@ import pytest
 
 from app.cli import main
 from app.runtime import Runtime
-from services.stripe_gateway import DECLINED
+from services.plan_management import PREVIEW_AGAIN
+from services.stripe_gateway import AUTHENTICATION_REQUIRED, DECLINED
 from tests import helpers
 from tests.helpers import CHECKOUT, error_codes, gql, iso
 from tests.support.stripe import FakeStripe
@@ -441,7 +442,7 @@ async def test_resume_undoes_a_cancellation_made_in_the_billing_portal(
     assert body["data"]["resumeSubscription"]["cancelAtPeriodEnd"] is False
     assert fake_stripe.subscriptions[subscription["id"]]["cancel_at"] is None
     [post] = subscription_posts(fake_stripe, subscription["id"])
-    assert post.params == {"cancel_at": ""}
+    assert post.params == {"cancel_at": "", "expand": ["latest_invoice"]}
 
 
 async def test_resume_with_nothing_scheduled_changes_nothing(
@@ -595,6 +596,128 @@ async def test_a_declined_card_refuses_the_upgrade_and_nothing_changes(
     assert (found["subscription"]["planId"], found["entitlements"]) == ("PRO", PRO)
 
 
+async def test_a_preview_of_a_subscription_changed_since_cannot_be_confirmed(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    trial_price: str,
+) -> None:
+    """The preview was computed on Pro; the plan moved at Stripe (Dashboard, Billing Portal)
+    before the user confirmed, and no webhook told us yet: confirming it would charge an
+    amount nobody was shown."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    body = await gql(client, PREVIEW, {"planId": "TEAM"}, token=bearer)
+    preview = body["data"]["previewPlanChange"]
+    item = fake_stripe.subscriptions[subscription["id"]]["items"]["data"][0]["id"]
+    await helpers.stripe_api(
+        fake_stripe,
+        "POST",
+        f"/v1/subscriptions/{subscription['id']}",
+        {"items[0][id]": item, "items[0][price]": trial_price, "proration_behavior": "none"},
+    )
+    fake_stripe.reset_requests()
+
+    refused = await gql(
+        client,
+        CHANGE,
+        {"input": {"planId": "TEAM", "prorationDate": preview["prorationDate"]}},
+        token=bearer,
+    )
+    assert error_codes(refused) == ["BAD_USER_INPUT"]
+    assert refused["errors"][0]["message"] == PREVIEW_AGAIN
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+    # What Stripe holds now is shown, though no webhook came.
+    assert (await me(client, bearer))["subscription"]["planId"] == "STARTER"
+
+
+async def test_a_proration_date_no_preview_gave_is_refused(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    made_up = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()) - 30, UTC).isoformat()
+    refused = await gql(
+        client, CHANGE, {"input": {"planId": "TEAM", "prorationDate": made_up}}, token=bearer
+    )
+    assert error_codes(refused) == ["BAD_USER_INPUT"]
+    assert refused["errors"][0]["message"] == PREVIEW_AGAIN
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+
+
+async def test_a_change_made_at_stripe_before_its_webhook_counts(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    """Moved to Team in the Billing Portal, the webhook not yet arrived: asking for Team
+    again is refused as the current plan, not charged a second time."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    item = fake_stripe.subscriptions[subscription["id"]]["items"]["data"][0]["id"]
+    await helpers.stripe_api(
+        fake_stripe,
+        "POST",
+        f"/v1/subscriptions/{subscription['id']}",
+        {"items[0][id]": item, "items[0][price]": team_price},
+    )
+    fake_stripe.reset_requests()
+
+    refused = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(refused) == ["BAD_USER_INPUT"]
+    assert refused["errors"][0]["message"] == "You are on the Team plan already."
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+    assert (await me(client, bearer))["entitlements"] == TEAM
+
+
+async def test_a_change_is_returned_though_its_invoice_could_not_be_reread(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Stripe charged the change; only the re-read of the invoices failed afterwards. The
+    user is told the change happened (it did), and the invoice arrives with its webhook."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    fake_stripe.fail_next(1, status=500, path="/v1/invoices", method="GET")
+
+    changed = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert "errors" not in changed, changed
+    assert changed["data"]["changePlan"]["planId"] == "TEAM"
+    [proration] = [fake_stripe.invoices[i] for i in set(fake_stripe.invoices) - invoices_before]
+    assert proration["status"] == "paid"
+    assert len(subscription_posts(fake_stripe, subscription["id"])) == 1
+
+    await deliver(client, fake_stripe.event("invoice.paid", proration))
+    await runtime.worker.drain()
+    assert (await me(client, bearer))["invoices"][0] == as_listed(proration)
+
+
+async def test_a_payment_needing_the_banks_confirmation_says_so(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pro_price: str,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    fake_stripe.fail_next(
+        1,
+        status=402,
+        code="authentication_required",
+        path=f"/v1/subscriptions/{subscription['id']}",
+        method="POST",
+    )
+    refused = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(refused) == ["PAYMENT_PROVIDER_ERROR"]
+    assert refused["errors"][0]["message"] == AUTHENTICATION_REQUIRED
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert held["items"]["data"][0]["price"]["id"] == pro_price
+
+
 # --- A retry after Stripe acted and its answer was lost -----------------------------------
 
 
@@ -659,9 +782,11 @@ async def test_a_retried_resume_acts_once(
     assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
     retried = await gql(client, RESUME, token=bearer)
     assert retried["data"]["resumeSubscription"]["cancelAtPeriodEnd"] is False
-    # The retry finds Stripe resumed already, so it asks nothing more of it.
-    [post] = subscription_posts(fake_stripe, subscription["id"])
-    assert post.params == {"cancel_at_period_end": "false"}
+    # The retry sends the unanswered change again with its key: Stripe replays its answer.
+    first, second = subscription_posts(fake_stripe, subscription["id"])
+    assert first.params == {"cancel_at_period_end": "false", "expand": ["latest_invoice"]}
+    assert (second.params, second.idempotency_key) == (first.params, first.idempotency_key)
+    assert second.replayed
 
 
 async def test_cancel_then_resume_then_cancel_again_each_act(
@@ -676,6 +801,61 @@ async def test_cancel_then_resume_then_cancel_again_each_act(
     assert fake_stripe.subscriptions[subscription["id"]]["cancel_at_period_end"] is True
     posts = subscription_posts(fake_stripe, subscription["id"])
     assert [p.replayed for p in posts] == [False, False, False]
+
+
+async def test_a_declined_upgrade_retried_after_the_card_was_fixed_is_charged(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    """Stripe keeps a key's answer, a decline included: the retry is a new change with a new
+    key, or it would be declined again whatever the card now holds."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    fake_stripe.decline_next_payment()
+    refused = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert refused["errors"][0]["message"] == DECLINED
+
+    changed = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert changed["data"]["changePlan"]["priceId"] == team_price
+    declined, charged = subscription_posts(fake_stripe, subscription["id"])
+    assert declined.idempotency_key != charged.idempotency_key
+    assert not charged.replayed
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1
+
+
+async def test_a_change_whose_answer_was_lost_is_settled_before_the_next_one(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    """The upgrade's answer was lost; the user then cancels. The upgrade is sent again with
+    its key first (Stripe replays it: charged once), then the cancellation acts on it."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.lose_next_responses(1, path=path, method="POST")
+    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+
+    cancelled = await gql(client, CANCEL, token=bearer)
+    assert cancelled["data"]["cancelSubscription"]["planId"] == "TEAM"
+    assert cancelled["data"]["cancelSubscription"]["cancelAtPeriodEnd"] is True
+    upgrade, replay, cancel = subscription_posts(fake_stripe, subscription["id"])
+    assert (replay.idempotency_key, replay.replayed) == (upgrade.idempotency_key, True)
+    assert cancel.params["cancel_at_period_end"] == "true"
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert (held["items"]["data"][0]["price"]["id"], held["cancel_at_period_end"]) == (
+        team_price,
+        True,
+    )
 
 
 # --- The Stripe bucket -----------------------------------------------------------------------

@@ -1288,12 +1288,25 @@ async def test_price_swap_payment_behaviors_when_the_card_is_declined(
     fake_stripe.decline_next_payment()
     with pytest.raises(stripe.CardError) as excinfo:
         await stripe_client.v1.subscriptions.update_async(
-            sub["id"], cast(Any, {**swap, "payment_behavior": "error_if_incomplete"})
+            sub["id"],
+            cast(Any, {**swap, "payment_behavior": "error_if_incomplete"}),
+            {"idempotency_key": "declined-once"},
         )
     assert (excinfo.value.http_status, excinfo.value.code) == (402, "card_declined")
     unchanged = fake_stripe.subscriptions[sub["id"]]
     assert unchanged["items"]["data"][0]["price"]["id"] != business
     assert unchanged["latest_invoice"] == sub["latest_invoice"]
+    assert len(fake_stripe.invoices) == 1
+    # Stripe keeps the decline for the key: the same request again is declined again,
+    # although the card would pay now.
+    with pytest.raises(stripe.CardError) as replayed:
+        await stripe_client.v1.subscriptions.update_async(
+            sub["id"],
+            cast(Any, {**swap, "payment_behavior": "error_if_incomplete"}),
+            {"idempotency_key": "declined-once"},
+        )
+    assert replayed.value.code == "card_declined"
+    assert fake_stripe.requests[-1].replayed
     assert len(fake_stripe.invoices) == 1
 
     fake_stripe.decline_next_payment()

@@ -24,9 +24,10 @@ Behaviour reproduced from Stripe (API version pinned by the installed SDK):
   errors (``true`` for 429/409/5xx, ``false`` for other 4xx).
 * Idempotency keys on POST/DELETE: same key + same request replays the stored response
   (``Idempotent-Replayed: true``); same key + different parameters or endpoint is a 400
-  ``idempotency_error``. Only successful results are stored: validation errors and 5xx are
-  not (Stripe only saves a result once the endpoint began executing), so a retry after an
-  injected 500 executes.
+  ``idempotency_error``. Successful results and card declines are stored (Stripe saves a
+  result, errors included, once the endpoint began executing: a retry with the key replays
+  the decline for 24 hours); validation errors and injected faults are not, so a retry after
+  an injected 500 executes.
 * Unknown top-level parameters are rejected (``parameter_unknown``) using the parameter
   names of the installed SDK's ``stripe.params`` TypedDicts.
 * Fault injection (:meth:`FakeStripe.fail_next`, or ``failure_rate`` for a random share of
@@ -1227,7 +1228,14 @@ class FakeStripe:
                     f"Received unknown parameter: {name}", code="parameter_unknown", param=name
                 )
         call = _Call(method, path, ids, params, str(request.base_url).rstrip("/"))
-        body = route.handler(call)
+        try:
+            body = route.handler(call)
+        except _ApiError as exc:
+            if idempotency_key and exc.status == 402:  # the endpoint ran: a charge was declined
+                self._idempotency[(api_key, idempotency_key)] = _StoredResponse(
+                    method, path, copy.deepcopy(params), 402, exc.body(request_id), request_id
+                )
+            raise
         if idempotency_key:
             self._idempotency[(api_key, idempotency_key)] = _StoredResponse(
                 method, path, copy.deepcopy(params), 200, copy.deepcopy(body), request_id
