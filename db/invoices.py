@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -121,3 +122,17 @@ async def write_state(pg: Pg, user_id: str, customer_id: str, state: InvoiceStat
         state.invoice_pdf,
     )
     return changed is True
+
+
+async def delete(
+    pg: Pg, customer_id: str, invoice_ids: Sequence[str], *, all_but: bool = False
+) -> bool:
+    """Forget the customer's invoices named (or, with `all_but`, every one not named) that
+    Stripe no longer has: deleted drafts. True when one was forgotten."""
+    condition = "NOT (id = ANY($2::text[]))" if all_but else "id = ANY($2::text[])"
+    deleted = await pg.fetch(
+        f"DELETE FROM invoices WHERE stripe_customer_id = $1 AND {condition} RETURNING id",  # noqa: S608
+        customer_id,
+        list(invoice_ids),
+    )
+    return bool(deleted)

@@ -48,10 +48,22 @@ def portal_return_url(app_url: str) -> str:
     return f"{app_url}/billing"
 
 
-def checkout_options(plan: Plan) -> dict[str, Any]:
-    """The plan's own Checkout parameters (plans file: trial, promotion codes, tax)."""
+def had_subscription(rows: list[SubscriptionRecord]) -> bool:
+    """Whether the user has had a Stripe subscription: a trial, or one that started (an
+    incomplete one whose first payment never went through does not count; nor does the free
+    plan)."""
+    return any(
+        row.stripe_subscription_id is not None
+        and (row.trial_end is not None or row.status not in ("incomplete", "incomplete_expired"))
+        for row in rows
+    )
+
+
+def checkout_options(plan: Plan, *, trial_allowed: bool) -> dict[str, Any]:
+    """The plan's own Checkout parameters (plans file: trial, promotion codes, tax); the
+    trial only when `trial_allowed` (one trial per user: see `had_subscription`)."""
     options: dict[str, Any] = {}
-    if plan.trial_days:
+    if plan.trial_days and trial_allowed:
         options["subscription_data"] = {"trial_period_days": plan.trial_days}
     if plan.allow_promotion_codes:
         options["allow_promotion_codes"] = True
@@ -107,7 +119,8 @@ async def create_checkout_session(
         async with pool.connection() as pg:
             open_sessions = await db_checkout.open_for(pg, user.id)
         customer = await customers.get_or_create(pool, stripe, plans, user)
-        await _refuse_if_subscribed(pool, user.id)  # an adopted customer may pay already
+        # An adopted customer may pay already, or have had its trial.
+        rows = await _refuse_if_subscribed(pool, user.id)
         for session in open_sessions:
             await _expire(pool, stripe, plans, user.id, session)
         success_url, cancel_url = checkout_urls(app_url)
@@ -119,7 +132,7 @@ async def create_checkout_session(
                     user_id=user.id,
                     success_url=success_url,
                     cancel_url=cancel_url,
-                    options=checkout_options(plan),
+                    options=checkout_options(plan, trial_allowed=not had_subscription(rows)),
                 )
                 break
             except CustomerGone as gone:
@@ -169,9 +182,12 @@ async def _still_open(
     return False
 
 
-async def _refuse_if_subscribed(pool: Pool, user_id: str) -> None:
-    if subscriptions.blocks_checkout(await subscriptions.of_user(pool, user_id)):
+async def _refuse_if_subscribed(pool: Pool, user_id: str) -> list[SubscriptionRecord]:
+    """The user's subscriptions; `ALREADY_SUBSCRIBED` when one blocks checkout."""
+    rows = await subscriptions.of_user(pool, user_id)
+    if subscriptions.blocks_checkout(rows):
         raise AlreadySubscribed(ALREADY_SUBSCRIBED)
+    return rows
 
 
 async def _expire(

@@ -4,12 +4,15 @@ Like subscriptions (see `services.subscriptions`), invoices are re-read from Str
 an `invoice.*` event arrives, rather than taken from the event, and written behind a read
 fence, so events in any order leave the newest state. A re-read takes the customer's newest
 100 invoices, and any invoice an event names that is older than those; `resync` reads every
-page. Amounts are in the currency's smallest unit, as Stripe gives them.
+page. An invoice Stripe no longer has (a one-off draft deleted: `invoice.deleted`) is
+forgotten when an event names it, or when `resync` reads every page without it. Amounts are
+in the currency's smallest unit, as Stripe gives them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from db import customers as db_customers
@@ -42,34 +45,48 @@ def state_of(invoice: StripeInvoice) -> InvoiceState:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class InvoicesRead:
+    """What one read of a customer's invoices found at Stripe."""
+
+    found: list[StripeInvoice]
+    deleted: list[str] = field(default_factory=list)  # named, and Stripe has none by that ID
+    complete: bool = False  # every page was read: an invoice not found is deleted
+
+
 async def read(
     stripe: StripeGateway, customer_id: str, named: Iterable[str] = (), *, every_page: bool = False
-) -> list[StripeInvoice]:
+) -> InvoicesRead:
     """The customer's invoices as Stripe holds them now: the newest 100 (or every page) and
-    each of `named` not among them (an invoice deleted since is left out)."""
+    each of `named` not among them; those of `named` Stripe no longer has are `deleted`."""
     found = {i.id: i for i in await stripe.list_invoices(customer_id, every_page=every_page)}
+    deleted: list[str] = []
     for invoice_id in named:
         if invoice_id not in found:
             invoice = await stripe.retrieve_invoice(invoice_id)
-            if invoice is not None and invoice.customer_id == customer_id:
+            if invoice is None:
+                deleted.append(invoice_id)
+            elif invoice.customer_id == customer_id:
                 found[invoice.id] = invoice
-    return list(found.values())
+    return InvoicesRead(list(found.values()), deleted, complete=every_page)
 
 
 async def apply(
-    pg: Pg,
-    user_id: str,
-    customer_id: str,
-    invoices: Sequence[StripeInvoice],
-    read_started_at: datetime,
+    pg: Pg, user_id: str, customer_id: str, read: InvoicesRead, read_started_at: datetime
 ) -> bool:
     """Store what a read of the customer's invoices found, inside the user's transaction;
     False (nothing written) when a newer read was applied already."""
     if not await db_customers.advance_fence(pg, customer_id, "invoices", read_started_at):
         return False
     changed = False
-    for invoice in invoices:
+    for invoice in read.found:
         changed |= await db_invoices.write_state(pg, user_id, customer_id, state_of(invoice))
+    if read.complete:
+        changed |= await db_invoices.delete(
+            pg, customer_id, [i.id for i in read.found], all_but=True
+        )
+    elif read.deleted:
+        changed |= await db_invoices.delete(pg, customer_id, read.deleted)
     return changed
 
 

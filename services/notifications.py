@@ -1,11 +1,16 @@
 """Notifications that Stripe's events cause: a trial about to end, a payment that failed.
 
 Each is written in the transaction that applies the event's re-read state, keyed by the
-event, so it is added once however often the event is processed. Amounts are shown in the
-currency's major unit (Stripe gives the smallest: cents, or yen for a zero-decimal currency).
+event, so it is added once however often the event is processed, and only while the state
+re-read still calls for it (a late `payment_failed` for an invoice paid since, or a
+`trial_will_end` for a trial already converted or canceled, adds nothing). Amounts are shown
+in the currency's major unit (Stripe gives the smallest: cents, yen for a zero-decimal
+currency, fils for a three-decimal one).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from db import invoices as db_invoices
 from db import notifications as db_notifications
@@ -38,12 +43,18 @@ ZERO_DECIMAL = frozenset(
     ]
 )
 
+# Stripe's three-decimal currencies: the smallest unit is a thousandth.
+THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+
 
 def money(amount: int, currency: str) -> str:
-    """`1500, "usd"` → `"15.00 USD"`; `500, "jpy"` → `"500 JPY"`."""
+    """`1500, "usd"` → `"15.00 USD"`; `500, "jpy"` → `"500 JPY"`; `5250, "kwd"` →
+    `"5.250 KWD"` (`amount` in the currency's smallest unit, as Stripe gives it)."""
     code = currency.upper()
     if currency.lower() in ZERO_DECIMAL:
         return f"{amount} {code}"
+    if currency.lower() in THREE_DECIMAL:
+        return f"{amount / 1000:.3f} {code}"
     return f"{amount / 100:.2f} {code}"
 
 
@@ -55,7 +66,12 @@ async def for_event(
     if event_type == "customer.subscription.trial_will_end":
         rows = await db_subscriptions.of_user(pg, user_id)
         row = next((r for r in rows if r.stripe_subscription_id == object_id), None)
-        if row is None or row.trial_end is None:
+        if (
+            row is None
+            or row.status != "trialing"
+            or row.trial_end is None
+            or row.trial_end <= datetime.now(UTC)
+        ):
             return
         plan = plans.get(row.plan_id)
         name = plan.name if plan else "paid"
@@ -69,7 +85,7 @@ async def for_event(
         )
     elif event_type == "invoice.payment_failed":
         invoice = await db_invoices.get(pg, object_id)
-        if invoice is None or invoice.user_id != user_id:
+        if invoice is None or invoice.user_id != user_id or invoice.status != "open":
             return
         where = (
             "Pay the invoice to keep your plan."  # its page is the notification's url

@@ -6,7 +6,9 @@ across processes on a lease row (`db.locks.take_lease`). Neither holds a databas
 connection, a transaction or a lock while the operation waits on Stripe, so a user who
 sends many at once, while Stripe is slow, cannot starve anyone else of the pool.
 
-A caller that waits longer than `wait_seconds` for its turn is refused with `RATE_LIMITED`
+The lease lasts `lease_seconds` if its holder dies, and is renewed every third of that while
+its holder lives, so an operation that outlasts it (Stripe slow on every call) keeps its
+turn. A caller that waits longer than `wait_seconds` for its turn is refused with `RATE_LIMITED`
 (too many billing requests from one user at once). `shared` goes further for reads: calls
 that arrive while the same read is in flight get its result instead of a turn of their own.
 """
@@ -14,6 +16,8 @@ that arrive while the same read is in flight get its result instead of a turn of
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +30,8 @@ from db.connection import Pool
 from services.errors import RateLimited
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 LEASE = "billing"
 POLL_SECONDS = 0.05
@@ -65,9 +71,13 @@ class SingleFlight:
                 self._taken += 1
                 holder = f"{self._process}:{self._taken}"
                 await self._take_lease(user_id, holder, deadline)
+                renewing = asyncio.create_task(self._renew(user_id, holder))
                 try:
                     yield
                 finally:
+                    renewing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewing
                     async with self._pool.connection() as pg:
                         await db_locks.give_back_lease(pg, user_id, LEASE, holder)
             finally:
@@ -85,6 +95,24 @@ class SingleFlight:
             if time.monotonic() >= deadline:
                 raise _busy()
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _renew(self, user_id: str, holder: str) -> None:
+        """Keep the lease while its holder lives; a lease lost meanwhile (this process was
+        stalled past it) is logged, and the operation goes on: its Stripe calls are
+        idempotent."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                async with self._pool.connection() as pg:
+                    kept = await db_locks.take_lease(
+                        pg, user_id, LEASE, holder, self._lease_seconds
+                    )
+            except Exception:  # the database is away: the next renewal may reach it
+                log.warning("billing lease not renewed: the database did not answer")
+                continue
+            if not kept:
+                log.warning("billing lease lost to another holder while still in use")
+                return
 
     async def shared(self, user_id: str, name: str, read: Callable[[], Awaitable[T]]) -> T:
         """`read` in the user's turn, or the result of the same read already in flight."""

@@ -47,7 +47,6 @@ from services.stripe_gateway import (
     InvalidWebhook,
     StripeCustomer,
     StripeGateway,
-    StripeInvoice,
     StripeSubscription,
     verify_webhook,
 )
@@ -72,6 +71,7 @@ SUBSCRIPTION_EVENTS = CHECKOUT_EVENTS | frozenset(
 INVOICE_EVENTS = frozenset(
     {
         "invoice.created",
+        "invoice.deleted",  # a one-off draft: forgotten
         "invoice.finalized",
         "invoice.updated",
         "invoice.voided",
@@ -233,7 +233,7 @@ async def _apply(
     started_at = await subscriptions.read_clock(pool)
     customer: StripeCustomer | None = None
     found: list[StripeSubscription] | None = None
-    found_invoices: list[StripeInvoice] | None = None
+    found_invoices: invoices.InvoicesRead | None = None
     found_entitlements: list[str] | None = None
     gone = "customer.deleted" in types  # final: Stripe never brings a customer back
     try:

@@ -20,6 +20,7 @@ import pytest
 
 from app.cli import main
 from app.runtime import Runtime
+from services.notifications import money
 from services.plan_management import PREVIEW_AGAIN
 from services.stripe_gateway import AUTHENTICATION_REQUIRED, DECLINED
 from tests import helpers
@@ -289,6 +290,48 @@ async def test_resync_backfills_invoices_no_event_told_us_of(
     assert all(i["status"] == "PAID" for i in listed)
 
 
+async def listed_draft(
+    client: httpx.AsyncClient, fake: FakeStripe, runtime: Runtime, customer_id: str
+) -> dict[str, Any]:
+    """A one-off draft made in the Dashboard, its `invoice.created` processed."""
+    draft = await helpers.stripe_api(fake, "POST", "/v1/invoices", {"customer": customer_id})
+    await deliver(client, fake.event("invoice.created", draft))
+    await runtime.worker.drain()
+    return draft
+
+
+async def test_a_deleted_draft_leaves_the_list_whatever_the_order_of_its_events(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """A one-off draft made in the Dashboard, then deleted (only drafts can be)."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    draft = await listed_draft(client, fake_stripe, runtime, subscription["customer"])
+    listed = (await me(client, bearer))["invoices"]
+    assert [i["status"] for i in listed if i["id"] == draft["id"]] == ["DRAFT"]
+
+    await helpers.stripe_api(fake_stripe, "DELETE", f"/v1/invoices/{draft['id']}")
+    await deliver(client, fake_stripe.event("invoice.deleted", draft))
+    await deliver(client, fake_stripe.event("invoice.created", draft))  # late, out of order
+    await runtime.worker.drain()
+    listed = (await me(client, bearer))["invoices"]
+    assert [i["id"] for i in listed] == [subscription["latest_invoice"]]
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_resync_forgets_a_draft_deleted_while_no_event_came(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    draft = await listed_draft(client, fake_stripe, runtime, subscription["customer"])
+    await helpers.stripe_api(fake_stripe, "DELETE", f"/v1/invoices/{draft['id']}")
+
+    assert await asyncio.to_thread(main, ["resync"]) == 0
+    listed = (await me(client, bearer))["invoices"]
+    assert [i["id"] for i in listed] == [subscription["latest_invoice"]]
+
+
 async def test_the_export_holds_the_invoices(
     client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
 ) -> None:
@@ -331,6 +374,32 @@ async def test_a_failed_payment_notifies_once_with_the_invoices_page(
     await runtime.worker.drain()
     found = await me(client, bearer)
     assert (found["subscription"]["status"], found["entitlements"]) == ("PAST_DUE", PRO)
+
+
+async def test_a_late_payment_failed_for_an_invoice_paid_since_adds_nothing(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Stripe's retry paid the invoice before the failure's event was processed: the state
+    re-read says paid, so there is nothing to ask of the user."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    renewal = fake_stripe.fail_payment(subscription["id"])
+    fake_stripe.pay_invoice(renewal["id"])
+    await deliver(client, fake_stripe.event("invoice.payment_failed", renewal))
+    await runtime.worker.drain()
+    found = await me(client, bearer)
+    assert found["notifications"] == []
+    assert found["invoices"][0]["status"] == "PAID"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [(1500, "usd", "15.00 USD"), (500, "jpy", "500 JPY"), (5250, "kwd", "5.250 KWD")],
+)
+def test_amounts_in_messages_are_in_the_currencys_major_unit(
+    amount: int, currency: str, shown: str
+) -> None:
+    assert money(amount, currency) == shown
 
 
 # --- Entitlements ----------------------------------------------------------------------------
@@ -914,6 +983,39 @@ async def test_a_plans_checkout_options_reach_stripe(
     assert "trial_period_days" not in plain.params["subscription_data"]
     for option in ("allow_promotion_codes", "automatic_tax", "customer_update"):
         assert option not in plain.params
+
+
+async def test_a_trial_is_given_once(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """A user who canceled their trial checks out again without a second one."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer, plan="STARTER")
+    canceled = await helpers.stripe_api(
+        fake_stripe, "DELETE", f"/v1/subscriptions/{subscription['id']}"
+    )
+    await deliver(client, fake_stripe.event("customer.subscription.deleted", canceled))
+    await runtime.worker.drain()
+    fake_stripe.reset_requests()
+
+    body = await gql(client, CHECKOUT, {"input": {"planId": "STARTER"}}, token=bearer)
+    assert "errors" not in body, body
+    [again] = fake_stripe.requests_to("POST", "/v1/checkout/sessions")
+    assert "trial_period_days" not in again.params.get("subscription_data", {})
+    assert again.params["allow_promotion_codes"] == "true"  # the plan's other options stay
+
+
+async def test_a_trial_canceled_before_its_warning_arrives_is_not_warned_of(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer, plan="STARTER")
+    await helpers.stripe_api(fake_stripe, "DELETE", f"/v1/subscriptions/{subscription['id']}")
+    await deliver(client, fake_stripe.event("customer.subscription.trial_will_end", subscription))
+    await runtime.worker.drain()
+    found = await me(client, bearer)
+    assert found["notifications"] == []
+    assert found["subscription"]["status"] == "CANCELED"
 
 
 async def test_a_trial_shows_its_end_grants_the_plan_and_warns_before_it_ends(

@@ -124,6 +124,19 @@ async def make_account(
         customer["id"],
         pro_price,
     )
+    await pg.execute(  # a plan change whose answer never came, and a preview
+        "INSERT INTO sent_changes (user_id, subscription_id, action, params, idempotency_key) "
+        "VALUES ($1, $2, 'resume', '{}', $3)",
+        user_id,
+        subscription["active"],
+        f"billing-api:resume:{subscription['active']}:0",
+    )
+    await pg.execute(
+        "INSERT INTO plan_change_previews (user_id, subscription_id, to_price_id, "
+        "proration_date, amount_due, currency) VALUES ($1, $2, 'price_team', 0, 3400, 'usd')",
+        user_id,
+        subscription["active"],
+    )
     fake_stripe.reset_requests()
     return Account(
         user_id,

@@ -1003,6 +1003,28 @@ async def test_void_and_mark_uncollectible(
         await stripe_client.v1.invoices.void_invoice_async(sub["latest_invoice"])  # paid
 
 
+async def test_only_a_one_off_draft_can_be_deleted(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    price = fake_stripe.add_price(unit_amount=1500)
+    customer = fake_stripe.add_customer("drafts@example.com")
+    sub = fake_stripe.create_subscription(customer["id"], price["id"])
+    draft = await stripe_client.v1.invoices.create_async({"customer": customer["id"]})
+    assert (draft.status, draft.parent, draft.amount_due) == ("draft", None, 0)
+
+    deleted = await stripe_client.v1.invoices.delete_async(draft.id)
+    assert (deleted.id, deleted.deleted) == (draft.id, True)
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        await stripe_client.v1.invoices.retrieve_async(draft.id)
+    assert (missing.value.http_status, missing.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await stripe_client.v1.invoices.delete_async(sub["latest_invoice"])  # a subscription's
+    assert refused.value.http_status == 400
+    with pytest.raises(stripe.InvalidRequestError) as no_customer:
+        await stripe_client.v1.invoices.create_async({})
+    assert no_customer.value.code == "parameter_missing"
+
+
 # --- refunds -------------------------------------------------------------------------------
 
 

@@ -1333,6 +1333,7 @@ class FakeStripe:
             ),
             ("GET", "/v1/events/{id}", self._event_retrieve, p.EventRetrieveParams),
             ("GET", "/v1/invoices", self._invoice_list, p.InvoiceListParams),
+            ("POST", "/v1/invoices", self._invoice_create, p.InvoiceCreateParams),
             (
                 "POST",
                 "/v1/invoices/create_preview",
@@ -1340,6 +1341,7 @@ class FakeStripe:
                 p.InvoiceCreatePreviewParams,
             ),
             ("GET", "/v1/invoices/{id}", self._invoice_retrieve, p.InvoiceRetrieveParams),
+            ("DELETE", "/v1/invoices/{id}", self._invoice_delete, p.InvoiceDeleteParams),
             ("POST", "/v1/invoices/{id}/void", self._invoice_void, p.InvoiceVoidInvoiceParams),
             (
                 "POST",
@@ -2686,6 +2688,41 @@ class FakeStripe:
         items = self._filter_created(items, params, "due_date")
         listing = self._paginate(items, params, url="/v1/invoices", kind="invoice")
         return self._expand(listing, call.expand())
+
+    def _invoice_create(self, call: _Call) -> JSONDict:
+        """A one-off draft invoice for ``customer`` (no subscription, nothing due yet), as
+        the Dashboard or the API creates one."""
+        if "customer" not in call.params:
+            raise _missing_param("customer")
+        cus = self._live_customer(_str(call.params["customer"], "customer"), param="customer")
+        now = so.now()
+        inv = so.invoice(
+            so.new_id("in_"),
+            customer_obj=cus,
+            sub=None,
+            lines=[],
+            created=now,
+            period_start=now,
+            period_end=now,
+            billing_reason="manual",
+            currency=_str(call.params.get("currency", "usd"), "currency"),
+        )
+        self._invoices[inv["id"]] = inv
+        self._register(inv["id"])
+        return self._expand(inv, call.expand())
+
+    def _invoice_delete(self, call: _Call) -> JSONDict:
+        """Stripe deletes only a one-off draft: a finalized invoice or a subscription's must
+        be voided instead (API reference, "Delete a draft invoice"). The refusal's wording
+        here is unconfirmed. A deleted invoice is gone: retrieving it is a 404."""
+        inv = self._get_invoice(call.ids["id"])
+        if inv["status"] != "draft" or inv["parent"] is not None:
+            raise _invalid(
+                "You can only delete draft invoices that are not part of a subscription; "
+                "void the invoice instead."
+            )
+        del self._invoices[inv["id"]]
+        return so.deleted_object(inv["id"], "invoice")
 
     def _invoice_void(self, call: _Call) -> JSONDict:
         inv = self._get_invoice(call.ids["id"])
