@@ -8,11 +8,6 @@
   often the event is processed; `notifications.url`: where the user acts on it (the hosted
   page of an invoice whose payment failed).
 - `subscriptions.item_id`: the subscription item whose price a plan change swaps.
-- `sent_changes`: a subscription change sent to Stripe whose answer is not known yet (the
-  connection failed, the process died), sent again with its idempotency key; at most one a
-  subscription, forgotten after a day.
-- `plan_change_previews`: the plan-change previews a user may confirm (an hour), with the
-  state they were computed on.
 
 Revision ID: 0009
 Revises: 0008
@@ -67,35 +62,6 @@ def upgrade() -> None:
         """
     )
     op.execute("ALTER TABLE subscriptions ADD COLUMN item_id text")
-    op.execute(
-        """
-        CREATE TABLE sent_changes (
-            user_id         text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            subscription_id text NOT NULL,
-            action          text NOT NULL,
-            params          text NOT NULL,
-            idempotency_key text NOT NULL,
-            sent_at         timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (user_id, subscription_id)
-        )
-        """
-    )
-    op.execute(
-        """
-        CREATE TABLE plan_change_previews (
-            user_id            text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-            subscription_id    text NOT NULL,
-            from_price_id      text,
-            to_price_id        text NOT NULL,
-            current_period_end timestamptz,
-            proration_date     bigint NOT NULL,
-            amount_due         bigint NOT NULL,
-            currency           text NOT NULL,
-            created_at         timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (user_id, to_price_id, proration_date)
-        )
-        """
-    )
     op.execute("ALTER TABLE notifications ADD COLUMN event_id text, ADD COLUMN url text")
     op.execute(
         "CREATE UNIQUE INDEX notifications_event ON notifications (event_id, kind) "
@@ -106,8 +72,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP INDEX notifications_event")
     op.execute("ALTER TABLE notifications DROP COLUMN event_id, DROP COLUMN url")
-    op.execute("DROP TABLE IF EXISTS plan_change_previews")
-    op.execute("DROP TABLE IF EXISTS sent_changes")
     op.execute("ALTER TABLE subscriptions DROP COLUMN item_id")
     op.execute(
         "ALTER TABLE customers DROP COLUMN entitlements, DROP COLUMN entitlements_read_at, "
