@@ -95,7 +95,7 @@ async def save_preview(
     max_age_seconds: int,
 ) -> None:
     """Keep a preview the user may confirm (`proration_date` in Unix seconds); previews
-    older than `max_age_seconds` go."""
+    older than `max_age_seconds` go. Nothing is kept for an account deleted meanwhile."""
     await pg.execute(
         """
         DELETE FROM plan_change_previews
@@ -108,7 +108,8 @@ async def save_preview(
         """
         INSERT INTO plan_change_previews (user_id, subscription_id, from_price_id, to_price_id,
             current_period_end, proration_date, amount_due, currency)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8
+        WHERE EXISTS (SELECT 1 FROM users WHERE id = $1)  -- not for an account deleted since
         ON CONFLICT (user_id, to_price_id, proration_date) DO UPDATE SET
             subscription_id = EXCLUDED.subscription_id,
             from_price_id = EXCLUDED.from_price_id,

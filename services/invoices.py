@@ -51,7 +51,7 @@ class InvoicesRead:
 
     found: list[StripeInvoice]
     deleted: list[str] = field(default_factory=list)  # named, and Stripe has none by that ID
-    complete: bool = False  # every page was read: an invoice not found is deleted
+    complete: bool = False  # every invoice the customer has was listed: one not found is gone
 
 
 async def read(
@@ -59,7 +59,8 @@ async def read(
 ) -> InvoicesRead:
     """The customer's invoices as Stripe holds them now: the newest 100 (or every page) and
     each of `named` not among them; those of `named` Stripe no longer has are `deleted`."""
-    found = {i.id: i for i in await stripe.list_invoices(customer_id, every_page=every_page)}
+    listed, complete = await stripe.list_invoices(customer_id, every_page=every_page)
+    found = {i.id: i for i in listed}
     deleted: list[str] = []
     for invoice_id in named:
         if invoice_id not in found:
@@ -68,7 +69,7 @@ async def read(
                 deleted.append(invoice_id)
             elif invoice.customer_id == customer_id:
                 found[invoice.id] = invoice
-    return InvoicesRead(list(found.values()), deleted, complete=every_page)
+    return InvoicesRead(list(found.values()), deleted, complete=complete)
 
 
 async def apply(

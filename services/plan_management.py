@@ -4,16 +4,20 @@ Each acts on the user's live subscription — the one that matters (`services.su
 unless it has ended — in the user's turn (`services.single_flight`), counts against the
 user's Stripe bucket, and decides on Stripe's state, not ours: the customer's subscriptions
 are re-read from Stripe first (a change made in the Billing Portal whose webhook has not
-arrived counts). What Stripe answers is stored at once (and, after a plan change, the
-customer's invoices re-read), so `me` shows it before any webhook.
+arrived counts), and again after the change, so `me` shows Stripe's state before any webhook
+(after a plan change the customer's invoices are re-read too).
 
 Retries never act twice, and never replay a refusal. A change is kept (`db.plan_changes`)
 with its idempotency key before it is sent. When Stripe's answer does not arrive (the
-connection failed, the deadline passed, the process died), the change stays kept, and the
-next request about that subscription sends it again with the same key first: Stripe
-answers it once, acting at most once (a retried `changePlan` then returns the change made).
-Once Stripe has answered — success, a declined card, an error — the change is forgotten and
-the next one gets a new key: Stripe keeps a key's answer for 24 hours, errors included, so
+connection failed, the deadline passed, the key was still in use, the process died), the
+change stays kept. Asked again for the same action, the change is sent again with the same
+key first: Stripe acts at most once (it replays its answer, or acts now if the first never
+reached it); then the subscription is re-read and the action goes on from what Stripe holds
+(nothing more to do, or — the state moved on meanwhile, e.g. a resume in the portal — a new
+change). Asked for another action instead, the kept change is dropped, never sent: the user
+was told it failed and has moved on; whatever Stripe did with it shows in the re-read. Once
+Stripe has answered — success, a declined card, an error — the change is forgotten and the
+next one gets a new key: Stripe keeps a key's answer for 24 hours, errors included, so
 reusing it would replay a decline after the card was fixed.
 
 Plan changes are charged at once: the price swap is prorated and the proration invoiced and
@@ -91,15 +95,24 @@ async def _live(pool: Pool, user: UserRecord) -> SubscriptionRecord:
     return current
 
 
-async def _fresh(
+async def _reread(
     pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, customer_id: str
-) -> tuple[SubscriptionRecord, StripeSubscription]:
-    """The customer's subscriptions re-read from Stripe and stored; the live one as we now
-    hold it, and as Stripe gave it. `NotFound` when none is live."""
+) -> list[StripeSubscription]:
+    """Every subscription of the customer re-read from Stripe and stored (behind the read
+    fence); as Stripe gave them."""
     started_at = await subscriptions.read_clock(pool)
     found = await stripe.list_subscriptions(customer_id)
     async with user_transaction(pool, user.id) as pg:
         await subscriptions.apply(pg, plans, user.id, customer_id, found, started_at)
+    return found
+
+
+async def _fresh(
+    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, customer_id: str
+) -> tuple[SubscriptionRecord, StripeSubscription]:
+    """The live subscription after a re-read from Stripe, as we now hold it and as Stripe
+    gave it. `NotFound` when none is live."""
+    found = await _reread(pool, stripe, plans, user, customer_id)
     row = await _live(pool, user)
     current = next((s for s in found if s.id == row.stripe_subscription_id), None)
     if current is None:
@@ -118,19 +131,10 @@ async def _row(pool: Pool, user: UserRecord, subscription_id: str) -> Subscripti
 
 
 async def _send(
-    pool: Pool,
-    stripe: StripeGateway,
-    plans: PlanCatalog,
-    user: UserRecord,
-    row: SubscriptionRecord,
-    change: SentChange,
-) -> SubscriptionRecord:
-    """Send a kept change with its key; store Stripe's answer and forget the change once an
-    answer came (see the module)."""
-    subscription_id, customer_id = row.stripe_subscription_id, row.stripe_customer_id
-    assert subscription_id is not None
-    assert customer_id is not None
-    started_at = await subscriptions.read_clock(pool)
+    pool: Pool, stripe: StripeGateway, user: UserRecord, subscription_id: str, change: SentChange
+) -> StripeSubscription | None:
+    """Send a kept change with its key; forget it once Stripe's answer is known (see the
+    module), and return that answer (None: Stripe had canceled the subscription already)."""
     try:
         if change.action == CANCEL_NOW:
             result = await stripe.cancel_subscription(
@@ -147,9 +151,7 @@ async def _send(
         raise
     async with user_transaction(pool, user.id) as pg:
         await plan_changes.answered(pg, user.id, subscription_id)
-        if result is not None:
-            await subscriptions.apply(pg, plans, user.id, customer_id, [result], started_at)
-    return await _row(pool, user, subscription_id)
+    return result
 
 
 async def _start(
@@ -161,44 +163,49 @@ async def _start(
     action: str,
     params: Mapping[str, Any],
 ) -> SubscriptionRecord:
-    """A new change: kept with a new key, then sent."""
-    assert row.stripe_subscription_id is not None
+    """A new change: kept with a new key, sent, then the customer's subscriptions re-read
+    (the whole customer, so the read fence never holds back another subscription's news).
+    If that re-read fails, Stripe's answer to the change is stored instead: the change was
+    made, and the user is told so."""
+    subscription_id, customer_id = row.stripe_subscription_id, row.stripe_customer_id
+    assert subscription_id is not None
+    assert customer_id is not None
     change = SentChange(
         action=action,
         params={**params, "expand": EXPAND},
-        idempotency_key=f"{SOURCE}:{action}:{row.stripe_subscription_id}:{uuid.uuid4().hex}",
+        idempotency_key=f"{SOURCE}:{action}:{subscription_id}:{uuid.uuid4().hex}",
     )
     async with user_transaction(pool, user.id) as pg:
-        await plan_changes.sending(pg, user.id, row.stripe_subscription_id, change)
-    return await _send(pool, stripe, plans, user, row, change)
-
-
-async def _unanswered(
-    pool: Pool,
-    stripe: StripeGateway,
-    plans: PlanCatalog,
-    user: UserRecord,
-    row: SubscriptionRecord,
-    action: str,
-) -> SubscriptionRecord | None:
-    """Settle a change sent earlier whose answer never came, by sending it again with its
-    key. Returns the subscription when that change is `action` (the one asked for now: its
-    retry), else None (it was settled; go on). Raises its error when it is `action`, or when
-    its answer is still unknown."""
-    assert row.stripe_subscription_id is not None
-    async with user_transaction(pool, user.id) as pg:
-        sent = await plan_changes.unanswered(
-            pg, user.id, row.stripe_subscription_id, UNANSWERED_SECONDS
-        )
-    if sent is None:
-        return None
+        await plan_changes.sending(pg, user.id, subscription_id, change)
+    sent_at = await subscriptions.read_clock(pool)
+    result = await _send(pool, stripe, user, subscription_id, change)
     try:
-        done = await _send(pool, stripe, plans, user, row, sent)
-    except PaymentProviderError as exc:
-        if sent.action == action or outcome_unknown(exc):
-            raise
-        return None  # refused after all: it changed nothing
-    return done if sent.action == action else None
+        await _reread(pool, stripe, plans, user, customer_id)
+    except PaymentProviderError:
+        log.warning("subscriptions not re-read after a change; storing Stripe's answer to it")
+        if result is not None:
+            async with user_transaction(pool, user.id) as pg:
+                await subscriptions.apply(pg, plans, user.id, customer_id, [result], sent_at)
+    return await _row(pool, user, subscription_id)
+
+
+async def _retry_unanswered(
+    pool: Pool, stripe: StripeGateway, user: UserRecord, row: SubscriptionRecord, action: str
+) -> bool:
+    """Settle the change sent earlier for the subscription whose answer never came (see the
+    module): a retry of the same action sends it again with its key (True: Stripe has acted
+    on it once, now); another action drops it (False). Raises the resend's error."""
+    subscription_id = row.stripe_subscription_id
+    assert subscription_id is not None
+    async with user_transaction(pool, user.id) as pg:
+        sent = await plan_changes.unanswered(pg, user.id, subscription_id, UNANSWERED_SECONDS)
+        if sent is not None and sent.action != action:
+            await plan_changes.answered(pg, user.id, subscription_id)
+            return False
+    if sent is None:
+        return False
+    await _send(pool, stripe, user, subscription_id, sent)
+    return True
 
 
 # --- Cancel and resume ----------------------------------------------------------------------
@@ -222,10 +229,14 @@ async def cancel(
     action = CANCEL_AT_PERIOD_END if at_period_end else CANCEL_NOW
     async with single_flight.turn(user.id):
         row = await _live(pool, user)
-        retried = await _unanswered(pool, stripe, plans, user, row, action)
-        if retried is not None:
-            return retried
         assert row.stripe_customer_id is not None
+        assert row.stripe_subscription_id is not None
+        retried = await _retry_unanswered(pool, stripe, user, row, action)
+        if retried and not at_period_end:  # a cancellation is final: it is done
+            await _reread(pool, stripe, plans, user, row.stripe_customer_id)
+            done = await _row(pool, user, row.stripe_subscription_id)
+            if done.status in ENDED:
+                return done
         row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
         if at_period_end and row.cancel_at_period_end:
             return row
@@ -249,10 +260,8 @@ async def resume(
     stripe.require()
     async with single_flight.turn(user.id):
         row = await _live(pool, user)
-        retried = await _unanswered(pool, stripe, plans, user, row, RESUME)
-        if retried is not None:
-            return retried
         assert row.stripe_customer_id is not None
+        await _retry_unanswered(pool, stripe, user, row, RESUME)
         row, current = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
         if current.cancel_at_period_end:
             params: dict[str, Any] = {"cancel_at_period_end": False}
@@ -342,10 +351,12 @@ async def change_plan(
     action = _change_plan_action(price_id, when)
     async with single_flight.turn(user.id):
         row = await _live(pool, user)
-        changed = await _unanswered(pool, stripe, plans, user, row, action)
-        if changed is None:
-            assert row.stripe_customer_id is not None
-            row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        assert row.stripe_customer_id is not None
+        retried = await _retry_unanswered(pool, stripe, user, row, action)
+        row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        if retried and row.price_id == price_id:
+            changed = row  # the retried change is made
+        else:
             _check_target(plans, row, plan_id)
             if when is not None:
                 await _check_preview(pool, user, row, price_id, when)

@@ -16,7 +16,6 @@ that arrive while the same read is in flight get its result instead of a turn of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -71,13 +70,13 @@ class SingleFlight:
                 self._taken += 1
                 holder = f"{self._process}:{self._taken}"
                 await self._take_lease(user_id, holder, deadline)
-                renewing = asyncio.create_task(self._renew(user_id, holder))
+                done = asyncio.Event()
+                renewing = asyncio.create_task(self._renew(user_id, holder, done))
                 try:
                     yield
                 finally:
-                    renewing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewing
+                    done.set()  # a renewal under way finishes first, then the lease goes back
+                    await renewing
                     async with self._pool.connection() as pg:
                         await db_locks.give_back_lease(pg, user_id, LEASE, holder)
             finally:
@@ -96,12 +95,16 @@ class SingleFlight:
                 raise _busy()
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _renew(self, user_id: str, holder: str) -> None:
-        """Keep the lease while its holder lives; a lease lost meanwhile (this process was
-        stalled past it) is logged, and the operation goes on: its Stripe calls are
-        idempotent."""
+    async def _renew(self, user_id: str, holder: str, done: asyncio.Event) -> None:
+        """Keep the lease until `done`. A lease lost meanwhile (this process stalled past
+        it, e.g. a paused machine) is logged: another process may then be in the user's
+        turn beside this one, which the turn exists to prevent."""
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                await asyncio.wait_for(done.wait(), self._lease_seconds / 3)
+                return
+            except TimeoutError:
+                pass
             try:
                 async with self._pool.connection() as pg:
                     kept = await db_locks.take_lease(

@@ -254,10 +254,26 @@ AUTHENTICATION_REQUIRED = (
 
 
 def outcome_unknown(error: PaymentProviderError) -> bool:
-    """Whether Stripe may have acted on a request that failed: its answer never came (the
-    connection failed or the deadline passed). Any answer Stripe gave, an error included,
-    is known."""
-    return isinstance(error.__cause__, (stripe.APIConnectionError, TimeoutError))
+    """Whether Stripe may still act, or have acted, on a request that failed: its answer
+    never came (the connection failed, the deadline passed), or Stripe answered 409 (the
+    same idempotency key is still in use by that request). Any other answer, an error
+    included, is known (a 500's is stored for its key: sending it again replays the 500)."""
+    cause = error.__cause__
+    if isinstance(cause, stripe.APIError) and cause.http_status == 409:
+        return True
+    return isinstance(cause, (stripe.APIConnectionError, TimeoutError))
+
+
+# Stripe's codes for a payment the cardholder must confirm (3-D Secure): as a decline code,
+# or as the error of a subscription change made with `payment_behavior=error_if_incomplete`.
+_NEEDS_AUTHENTICATION = frozenset(
+    {"authentication_required", "invoice_payment_intent_requires_action"}
+)
+
+
+def _needs_authentication(exc: stripe.StripeError) -> bool:
+    codes = {exc.code, getattr(exc.error, "decline_code", None)}
+    return not _NEEDS_AUTHENTICATION.isdisjoint(codes)
 
 
 class StripeGateway:
@@ -341,11 +357,14 @@ class StripeGateway:
             raise PaymentProviderError(UNREACHABLE, retryable=False) from exc
         except stripe.CardError as exc:
             log.info("stripe %s: card declined (%s, request %s)", what, exc.code, exc.request_id)
-            # Strong Customer Authentication shows as the error code or as the decline code.
-            sca = "authentication_required" in (exc.code, getattr(exc.error, "decline_code", None))
-            message = AUTHENTICATION_REQUIRED if sca else DECLINED
+            message = AUTHENTICATION_REQUIRED if _needs_authentication(exc) else DECLINED
             raise PaymentProviderError(message, retryable=False) from exc
         except stripe.StripeError as exc:
+            if _needs_authentication(exc):
+                log.info(
+                    "stripe %s: payment needs authentication (request %s)", what, exc.request_id
+                )
+                raise PaymentProviderError(AUTHENTICATION_REQUIRED, retryable=False) from exc
             log.error(
                 "stripe %s refused: %s %s (request %s)",
                 what,
@@ -359,16 +378,24 @@ class StripeGateway:
         self, what: str, list_page: Callable[..., Awaitable[Any]], params: dict[str, Any]
     ) -> list[Any]:
         """Every item of a list, page by page (100 a page), each page a call of its own."""
+        items, _ = await self._list_pages(what, list_page, params)
+        return items
+
+    async def _list_pages(
+        self, what: str, list_page: Callable[..., Awaitable[Any]], params: dict[str, Any]
+    ) -> tuple[list[Any], bool]:
+        """The items of a list, page by page, and whether the last page was reached (not
+        when it stopped after `MAX_PAGES` pages)."""
         items: list[Any] = []
         page_params = {**params, "limit": 100}
         for _ in range(MAX_PAGES):
             page = await self._call(what, lambda: list_page(dict(page_params)))
             items.extend(page.data)
             if not page.has_more or not page.data:
-                return items
+                return items, True
             page_params["starting_after"] = page.data[-1].id
         log.warning("stripe %s: stopped after %d pages (%d items)", what, MAX_PAGES, len(items))
-        return items
+        return items, False
 
     @staticmethod
     def _gone(exc: BaseException, param: str) -> bool:
@@ -624,19 +651,24 @@ class StripeGateway:
 
     # --- invoices and entitlements ------------------------------------------------------
 
-    async def list_invoices(self, customer_id: str, *, every_page: bool) -> list[StripeInvoice]:
-        """The customer's invoices, newest first: the newest 100, or every one."""
+    async def list_invoices(
+        self, customer_id: str, *, every_page: bool
+    ) -> tuple[list[StripeInvoice], bool]:
+        """The customer's invoices, newest first: the newest 100, or every one (up to
+        `MAX_PAGES` pages); and whether that is all the customer has."""
         client = self.require()
         params = {"customer": customer_id}
         if every_page:
-            found = await self._list_all("invoices.list", client.v1.invoices.list_async, params)
+            found, complete = await self._list_pages(
+                "invoices.list", client.v1.invoices.list_async, params
+            )
         else:
             page = await self._call(
                 "invoices.list",
                 lambda: client.v1.invoices.list_async({**params, "limit": 100}),  # type: ignore[arg-type]
             )
-            found = list(page.data)
-        return [invoice_from_dict(i.to_dict()) for i in found]
+            found, complete = list(page.data), not page.has_more
+        return [invoice_from_dict(i.to_dict()) for i in found], complete
 
     async def retrieve_invoice(self, invoice_id: str) -> StripeInvoice | None:
         """The invoice, or None when Stripe has none by that ID (a draft deleted since)."""

@@ -764,19 +764,29 @@ async def test_a_change_is_returned_though_its_invoice_could_not_be_reread(
     assert (await me(client, bearer))["invoices"][0] == as_listed(proration)
 
 
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (402, "authentication_required"),  # a card error
+        (402, "invoice_payment_intent_requires_action"),  # error_if_incomplete's own code
+        (400, "invoice_payment_intent_requires_action"),  # whichever error type it comes as
+    ],
+)
 async def test_a_payment_needing_the_banks_confirmation_says_so(
     client: httpx.AsyncClient,
     token: Callable[..., str],
     fake_stripe: FakeStripe,
     runtime: Runtime,
     pro_price: str,
+    status: int,
+    code: str,
 ) -> None:
     bearer = token("ada")
     subscription = await subscribe(client, fake_stripe, runtime, bearer)
     fake_stripe.fail_next(
         1,
-        status=402,
-        code="authentication_required",
+        status=status,
+        code=code,
         path=f"/v1/subscriptions/{subscription['id']}",
         method="POST",
     )
@@ -896,15 +906,16 @@ async def test_a_declined_upgrade_retried_after_the_card_was_fixed_is_charged(
     assert len(set(fake_stripe.invoices) - invoices_before) == 1
 
 
-async def test_a_change_whose_answer_was_lost_is_settled_before_the_next_one(
+async def test_a_lost_change_is_not_sent_again_for_another_action(
     client: httpx.AsyncClient,
     token: Callable[..., str],
     fake_stripe: FakeStripe,
     runtime: Runtime,
     team_price: str,
 ) -> None:
-    """The upgrade's answer was lost; the user then cancels. The upgrade is sent again with
-    its key first (Stripe replays it: charged once), then the cancellation acts on it."""
+    """The upgrade reached Stripe but its answer was lost; the user then cancels. The kept
+    upgrade is not sent again: the re-read shows what Stripe did (Team, charged once), and
+    the cancellation acts on that."""
     bearer = token("ada")
     subscription = await subscribe(client, fake_stripe, runtime, bearer)
     invoices_before = set(fake_stripe.invoices)
@@ -916,8 +927,8 @@ async def test_a_change_whose_answer_was_lost_is_settled_before_the_next_one(
     cancelled = await gql(client, CANCEL, token=bearer)
     assert cancelled["data"]["cancelSubscription"]["planId"] == "TEAM"
     assert cancelled["data"]["cancelSubscription"]["cancelAtPeriodEnd"] is True
-    upgrade, replay, cancel = subscription_posts(fake_stripe, subscription["id"])
-    assert (replay.idempotency_key, replay.replayed) == (upgrade.idempotency_key, True)
+    upgrade, cancel = subscription_posts(fake_stripe, subscription["id"])
+    assert "items" in upgrade.params  # made once, not sent again
     assert cancel.params["cancel_at_period_end"] == "true"
     assert len(set(fake_stripe.invoices) - invoices_before) == 1
     held = fake_stripe.subscriptions[subscription["id"]]
@@ -925,6 +936,98 @@ async def test_a_change_whose_answer_was_lost_is_settled_before_the_next_one(
         team_price,
         True,
     )
+
+
+async def test_a_change_that_never_reached_stripe_is_not_made_by_a_later_action(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    pro_price: str,
+) -> None:
+    """The upgrade was lost on its way to Stripe and the user was told so; canceling at
+    once afterwards must not upgrade (and charge) first."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.drop_next_requests(1, path=path, method="POST")
+    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+
+    canceled = await gql(client, CANCEL, {"input": {"atPeriodEnd": False}}, token=bearer)
+    assert canceled["data"]["cancelSubscription"]["status"] == "CANCELED"
+    assert subscription_posts(fake_stripe, subscription["id"]) == []
+    held = fake_stripe.subscriptions[subscription["id"]]
+    assert (held["items"]["data"][0]["price"]["id"], held["status"]) == (pro_price, "canceled")
+    assert set(fake_stripe.invoices) == invoices_before
+
+
+async def test_a_retried_change_that_never_reached_stripe_is_made_once(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.drop_next_requests(1, path=path, method="POST")
+    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+
+    retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert retried["data"]["changePlan"]["priceId"] == team_price
+    [made] = subscription_posts(fake_stripe, subscription["id"])
+    assert not made.replayed  # the first time Stripe heard of it
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1
+
+
+async def test_a_retry_acts_on_the_state_stripe_holds_now_not_on_its_replay(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Canceled at period end, the answer lost; resumed in the Billing Portal meanwhile.
+    Canceling again must cancel, not answer with the replay of the first cancellation."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.lose_next_responses(1, path=path, method="POST")
+    lost = await gql(client, CANCEL, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    resumed = await helpers.stripe_api(fake_stripe, "POST", path, {"cancel_at_period_end": "false"})
+    await deliver(client, fake_stripe.event("customer.subscription.updated", resumed))
+    await runtime.worker.drain()
+
+    again = await gql(client, CANCEL, token=bearer)
+    assert again["data"]["cancelSubscription"]["cancelAtPeriodEnd"] is True
+    assert fake_stripe.subscriptions[subscription["id"]]["cancel_at_period_end"] is True
+    assert (await me(client, bearer))["subscription"]["cancelAtPeriodEnd"] is True
+    ours = [p for p in subscription_posts(fake_stripe, subscription["id"]) if p.idempotency_key]
+    first, replay, cancel = ours  # the portal's resume came between the first two
+    assert (replay.idempotency_key, replay.replayed) == (first.idempotency_key, True)
+    assert (cancel.idempotency_key != first.idempotency_key, cancel.replayed) == (True, False)
+
+
+async def test_a_key_still_in_use_keeps_the_change_for_its_retry(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Stripe answers 409 while the first request with a key is still running: the outcome
+    is not known yet, so the retry sends the same key rather than a second change."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.fail_next(1, status=409, code="idempotency_key_in_use", path=path, method="POST")
+    busy = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(busy) == ["PAYMENT_PROVIDER_ERROR"]
+    assert busy["errors"][0]["extensions"]["retryable"] is True
+
+    retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert retried["data"]["changePlan"]["planId"] == "TEAM"
+    busy_post, made = subscription_posts(fake_stripe, subscription["id"])
+    assert (busy_post.status, made.status) == (409, 200)
+    assert made.idempotency_key == busy_post.idempotency_key
 
 
 # --- The Stripe bucket -----------------------------------------------------------------------

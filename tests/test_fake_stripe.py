@@ -1629,3 +1629,17 @@ async def test_a_lost_response_is_replayed_for_a_retry_with_the_same_key(
     assert (first.idempotency_key, retry.idempotency_key) == ("key-lost-1", "key-lost-1")
     assert (first.replayed, retry.replayed) == (False, True)
     assert list(fake_stripe.customers) == [customer.id]
+
+
+async def test_a_dropped_request_never_reaches_stripe(
+    stripe_client: stripe.StripeClient, fake_stripe: FakeStripe
+) -> None:
+    """The network failed on the way: nothing was done, and the SDK's retry with the same
+    key acts for the first time."""
+    fake_stripe.drop_next_requests(1, path="/v1/customers", method="POST")
+    customer = await stripe_client.v1.customers.create_async(
+        {"email": "dropped@example.com"}, {"idempotency_key": "key-dropped-1"}
+    )
+    [only] = fake_stripe.requests_to("POST", "/v1/customers")
+    assert (only.idempotency_key, only.replayed) == ("key-dropped-1", False)
+    assert list(fake_stripe.customers) == [customer.id]

@@ -636,6 +636,7 @@ class FakeStripe:
 
     def _reset_state(self) -> None:
         self._losses: list[_Fault] = []
+        self._drops: list[_Fault] = []
         self._seq_counter = 0
         self._seq: dict[str, int] = {}
         self._customers: dict[str, JSONDict] = {}
@@ -707,12 +708,28 @@ class FakeStripe:
         with self._lock:
             self._losses.append(_Fault(n, 0, None, path, method))
 
-    def _take_loss(self, method: str, path: str) -> bool:
+    def drop_next_requests(
+        self, n: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
+        """Drop the next ``n`` matching API requests before they reach Stripe: the
+        connection closes with no answer, as when a network fails on the way there. Nothing
+        is executed or recorded, so a retry with the same key acts for the first time. The
+        client cannot tell this from :meth:`lose_next_responses`."""
         with self._lock:
-            for loss in self._losses:
-                if loss.remaining > 0 and loss.matches(method, path):
-                    loss.remaining -= 1
-                    self._losses = [f for f in self._losses if f.remaining > 0]
+            self._drops.append(_Fault(n, 0, None, path, method))
+
+    def _take_loss(self, method: str, path: str) -> bool:
+        return self._take(self._losses, method, path)
+
+    def _take_drop(self, method: str, path: str) -> bool:
+        return self._take(self._drops, method, path)
+
+    def _take(self, faults: list[_Fault], method: str, path: str) -> bool:
+        with self._lock:
+            for fault in faults:
+                if fault.remaining > 0 and fault.matches(method, path):
+                    fault.remaining -= 1
+                    faults[:] = [f for f in faults if f.remaining > 0]
                     return True
         return False
 
@@ -1030,6 +1047,9 @@ class FakeStripe:
         if self.down:
             await self._answer_down(scope, receive, send)
             return
+        if self._take_drop(scope["method"], scope["path"]):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            return  # no body follows: the connection closes
         if self._take_loss(scope["method"], scope["path"]):
 
             async def lose_the_body(message: Message) -> None:
