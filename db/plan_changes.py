@@ -28,30 +28,28 @@ class PreviewRecord:
     amount_due: int  # the currency's smallest unit
 
 
-async def unanswered(
-    pg: Pg, user_id: str, subscription_id: str, max_age_seconds: int
-) -> SentChange | None:
-    """The change sent for the subscription whose answer is unknown, if one was sent less
-    than `max_age_seconds` ago (an older one is forgotten: Stripe keeps a key 24 hours)."""
+async def unanswered(pg: Pg, user_id: str, max_age_seconds: int) -> list[tuple[str, SentChange]]:
+    """The user's changes whose answer is unknown, by subscription, if sent less than
+    `max_age_seconds` ago. Older ones, anyone's, are forgotten here (Stripe keeps a key 24
+    hours)."""
     await pg.execute(
-        """
-        DELETE FROM sent_changes
-        WHERE user_id = $1 AND sent_at < now() - make_interval(secs => $2)
-        """,
-        user_id,
+        "DELETE FROM sent_changes WHERE sent_at < now() - make_interval(secs => $1)",
         max_age_seconds,
     )
-    row = await pg.fetchrow(
+    rows = await pg.fetch(
         """
-        SELECT action, params, idempotency_key FROM sent_changes
-        WHERE user_id = $1 AND subscription_id = $2
+        SELECT subscription_id, action, params, idempotency_key FROM sent_changes
+        WHERE user_id = $1 ORDER BY sent_at
         """,
         user_id,
-        subscription_id,
     )
-    if row is None:
-        return None
-    return SentChange(row["action"], json.loads(row["params"]), row["idempotency_key"])
+    return [
+        (
+            row["subscription_id"],
+            SentChange(row["action"], json.loads(row["params"]), row["idempotency_key"]),
+        )
+        for row in rows
+    ]
 
 
 async def sending(pg: Pg, user_id: str, subscription_id: str, change: SentChange) -> None:
@@ -95,13 +93,10 @@ async def save_preview(
     max_age_seconds: int,
 ) -> None:
     """Keep a preview the user may confirm (`proration_date` in Unix seconds); previews
-    older than `max_age_seconds` go. Nothing is kept for an account deleted meanwhile."""
+    older than `max_age_seconds`, anyone's, go. Nothing is kept for an account deleted
+    meanwhile."""
     await pg.execute(
-        """
-        DELETE FROM plan_change_previews
-        WHERE user_id = $1 AND created_at < now() - make_interval(secs => $2)
-        """,
-        user_id,
+        "DELETE FROM plan_change_previews WHERE created_at < now() - make_interval(secs => $1)",
         max_age_seconds,
     )
     await pg.execute(

@@ -8,24 +8,25 @@ arrived counts), and again after the change, so `me` shows Stripe's state before
 (after a plan change the customer's invoices are re-read too).
 
 Retries never act twice, and never replay a refusal. A change is kept (`db.plan_changes`)
-with its idempotency key before it is sent. When Stripe's answer does not arrive (the
-connection failed, the deadline passed, the key was still in use, the process died), the
-change stays kept. Asked again for the same action, the change is sent again with the same
+with its idempotency key before it is sent, and forgotten only once Stripe refused it or the
+state after it is stored. Until then (the connection failed, the deadline passed, the key was
+still in use, the re-read after it failed, the process died) the user is told a retry
+finishes it (`UNCONFIRMED`). The same action asked again sends the kept change again with its
 key first: Stripe acts at most once (it replays its answer, or acts now if the first never
 reached it); then the subscription is re-read and the action goes on from what Stripe holds
 (nothing more to do, or — the state moved on meanwhile, e.g. a resume in the portal — a new
-change). Asked for another action instead, the kept change is dropped, never sent: the user
-was told it failed and has moved on; whatever Stripe did with it shows in the re-read. Once
-Stripe has answered — success, a declined card, an error — the change is forgotten and the
-next one gets a new key: Stripe keeps a key's answer for 24 hours, errors included, so
-reusing it would replay a decline after the card was fixed.
+change). Another action drops the kept change unsent; whatever Stripe did with it shows in
+the re-read. Once a change is settled, the next one gets a new key: Stripe keeps a key's
+answer for 24 hours, errors included, so reusing it would replay a decline after the card
+was fixed.
 
 Plan changes are charged at once: the price swap is prorated and the proration invoiced and
 paid in the same request (`proration_behavior=always_invoice`,
 `payment_behavior=error_if_incomplete`), so a declined card refuses the change and nothing
-changes. `preview_plan_change` shows exactly that charge, from Stripe's invoice preview, and
-keeps what it computed on: confirming it (`proration_date`) charges the amount shown, or is
-refused when the subscription changed since.
+changes. `preview_plan_change` shows that charge, from Stripe's invoice preview, and keeps
+what it computed on: confirming it (`proration_date`) prorates for the preview's instant, so
+the amount shown is charged, and is refused when the subscription, its price or its period
+changed since (a change of quantity, discount or customer balance is not detected).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ log = logging.getLogger(__name__)
 
 NO_SUBSCRIPTION = "You have no subscription to change: subscribe to a plan first."
 PREVIEW_AGAIN = "Your subscription changed since the preview: preview the change again."
+# Sent, and whether Stripe acted is not known (or not yet stored): a retry of the same
+# request finishes it without acting twice.
+UNCONFIRMED = (
+    "We could not confirm this change with our payment provider. Try again: it will not be "
+    "made twice."
+)
 # How long a preview may be confirmed with `change_plan` (seconds), and how far ahead of our
 # clock a client's proration date may be (clock skew).
 PREVIEW_VALID_SECONDS = 3600
@@ -96,14 +103,23 @@ async def _live(pool: Pool, user: UserRecord) -> SubscriptionRecord:
 
 
 async def _reread(
-    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, customer_id: str
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    customer_id: str,
+    *,
+    settled: str | None = None,
 ) -> list[StripeSubscription]:
     """Every subscription of the customer re-read from Stripe and stored (behind the read
-    fence); as Stripe gave them."""
+    fence); as Stripe gave them. `settled`: the subscription whose sent change this read
+    follows, forgotten in the same transaction (only once its outcome is stored)."""
     started_at = await subscriptions.read_clock(pool)
     found = await stripe.list_subscriptions(customer_id)
     async with user_transaction(pool, user.id) as pg:
         await subscriptions.apply(pg, plans, user.id, customer_id, found, started_at)
+        if settled is not None:
+            await plan_changes.answered(pg, user.id, settled)
     return found
 
 
@@ -132,26 +148,25 @@ async def _row(pool: Pool, user: UserRecord, subscription_id: str) -> Subscripti
 
 async def _send(
     pool: Pool, stripe: StripeGateway, user: UserRecord, subscription_id: str, change: SentChange
-) -> StripeSubscription | None:
-    """Send a kept change with its key; forget it once Stripe's answer is known (see the
-    module), and return that answer (None: Stripe had canceled the subscription already)."""
+) -> None:
+    """Send a kept change with its key. A refusal is an answer: the change is forgotten and
+    the error raised. Without an answer it stays kept, and the user is told a retry finishes
+    it. After success it stays kept until the state after it is stored (`_reread`)."""
     try:
         if change.action == CANCEL_NOW:
-            result = await stripe.cancel_subscription(
+            await stripe.cancel_subscription(
                 subscription_id, change.params, idempotency_key=change.idempotency_key
             )
         else:
-            result = await stripe.update_subscription(
+            await stripe.update_subscription(
                 subscription_id, change.params, idempotency_key=change.idempotency_key
             )
     except PaymentProviderError as exc:
-        if not outcome_unknown(exc):
-            async with user_transaction(pool, user.id) as pg:
-                await plan_changes.answered(pg, user.id, subscription_id)
+        if outcome_unknown(exc):
+            raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
+        async with user_transaction(pool, user.id) as pg:
+            await plan_changes.answered(pg, user.id, subscription_id)
         raise
-    async with user_transaction(pool, user.id) as pg:
-        await plan_changes.answered(pg, user.id, subscription_id)
-    return result
 
 
 async def _start(
@@ -165,8 +180,8 @@ async def _start(
 ) -> SubscriptionRecord:
     """A new change: kept with a new key, sent, then the customer's subscriptions re-read
     (the whole customer, so the read fence never holds back another subscription's news).
-    If that re-read fails, Stripe's answer to the change is stored instead: the change was
-    made, and the user is told so."""
+    Should that re-read fail, the change stays kept and the user is told a retry finishes
+    it: the retry replays it (Stripe acts once) and reads again."""
     subscription_id, customer_id = row.stripe_subscription_id, row.stripe_customer_id
     assert subscription_id is not None
     assert customer_id is not None
@@ -177,35 +192,56 @@ async def _start(
     )
     async with user_transaction(pool, user.id) as pg:
         await plan_changes.sending(pg, user.id, subscription_id, change)
-    sent_at = await subscriptions.read_clock(pool)
-    result = await _send(pool, stripe, user, subscription_id, change)
-    try:
-        await _reread(pool, stripe, plans, user, customer_id)
-    except PaymentProviderError:
-        log.warning("subscriptions not re-read after a change; storing Stripe's answer to it")
-        if result is not None:
-            async with user_transaction(pool, user.id) as pg:
-                await subscriptions.apply(pg, plans, user.id, customer_id, [result], sent_at)
+    await _send(pool, stripe, user, subscription_id, change)
+    await _after_change(pool, stripe, plans, user, customer_id, subscription_id)
     return await _row(pool, user, subscription_id)
 
 
+async def _after_change(
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    customer_id: str,
+    subscription_id: str,
+) -> None:
+    try:
+        await _reread(pool, stripe, plans, user, customer_id, settled=subscription_id)
+    except PaymentProviderError as exc:
+        raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
+
+
 async def _retry_unanswered(
-    pool: Pool, stripe: StripeGateway, user: UserRecord, row: SubscriptionRecord, action: str
-) -> bool:
-    """Settle the change sent earlier for the subscription whose answer never came (see the
-    module): a retry of the same action sends it again with its key (True: Stripe has acted
-    on it once, now); another action drops it (False). Raises the resend's error."""
-    subscription_id = row.stripe_subscription_id
-    assert subscription_id is not None
+    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, action: str
+) -> SubscriptionRecord | None:
+    """Settle the user's changes sent earlier whose outcome is not stored (see the module):
+    a retry of the same action sends its change again with its key, then stores the state
+    after it, and returns that subscription as it now is; changes of other actions are
+    dropped unsent. None when there was nothing to retry. Raises the resend's error."""
     async with user_transaction(pool, user.id) as pg:
-        sent = await plan_changes.unanswered(pg, user.id, subscription_id, UNANSWERED_SECONDS)
-        if sent is not None and sent.action != action:
+        kept = await plan_changes.unanswered(pg, user.id, UNANSWERED_SECONDS)
+        retry = next(((sub, c) for sub, c in kept if c.action == action), None)
+        for subscription_id, change in kept:
+            if change.action != action:
+                await plan_changes.answered(pg, user.id, subscription_id)
+    if retry is None:
+        return None
+    subscription_id, change = retry
+    row = next(
+        (
+            r
+            for r in await subscriptions.of_user(pool, user.id)
+            if r.stripe_subscription_id == subscription_id
+        ),
+        None,
+    )
+    if row is None or row.stripe_customer_id is None:  # no longer the user's: nothing to finish
+        async with user_transaction(pool, user.id) as pg:
             await plan_changes.answered(pg, user.id, subscription_id)
-            return False
-    if sent is None:
-        return False
-    await _send(pool, stripe, user, subscription_id, sent)
-    return True
+        return None
+    await _send(pool, stripe, user, subscription_id, change)
+    await _after_change(pool, stripe, plans, user, row.stripe_customer_id, subscription_id)
+    return await _row(pool, user, subscription_id)
 
 
 # --- Cancel and resume ----------------------------------------------------------------------
@@ -228,15 +264,11 @@ async def cancel(
     stripe.require()
     action = CANCEL_AT_PERIOD_END if at_period_end else CANCEL_NOW
     async with single_flight.turn(user.id):
+        retried = await _retry_unanswered(pool, stripe, plans, user, action)
+        if retried is not None and retried.status in ENDED:
+            return retried  # a cancellation is final: the retried one is done
         row = await _live(pool, user)
         assert row.stripe_customer_id is not None
-        assert row.stripe_subscription_id is not None
-        retried = await _retry_unanswered(pool, stripe, user, row, action)
-        if retried and not at_period_end:  # a cancellation is final: it is done
-            await _reread(pool, stripe, plans, user, row.stripe_customer_id)
-            done = await _row(pool, user, row.stripe_subscription_id)
-            if done.status in ENDED:
-                return done
         row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
         if at_period_end and row.cancel_at_period_end:
             return row
@@ -259,9 +291,9 @@ async def resume(
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
     async with single_flight.turn(user.id):
+        await _retry_unanswered(pool, stripe, plans, user, RESUME)
         row = await _live(pool, user)
         assert row.stripe_customer_id is not None
-        await _retry_unanswered(pool, stripe, user, row, RESUME)
         row, current = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
         if current.cancel_at_period_end:
             params: dict[str, Any] = {"cancel_at_period_end": False}
@@ -350,11 +382,11 @@ async def change_plan(
     stripe.require()
     action = _change_plan_action(price_id, when)
     async with single_flight.turn(user.id):
+        retried = await _retry_unanswered(pool, stripe, plans, user, action)
         row = await _live(pool, user)
         assert row.stripe_customer_id is not None
-        retried = await _retry_unanswered(pool, stripe, user, row, action)
         row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
-        if retried and row.price_id == price_id:
+        if retried is not None and row.price_id == price_id:
             changed = row  # the retried change is made
         else:
             _check_target(plans, row, plan_id)

@@ -255,11 +255,12 @@ AUTHENTICATION_REQUIRED = (
 
 def outcome_unknown(error: PaymentProviderError) -> bool:
     """Whether Stripe may still act, or have acted, on a request that failed: its answer
-    never came (the connection failed, the deadline passed), or Stripe answered 409 (the
-    same idempotency key is still in use by that request). Any other answer, an error
-    included, is known (a 500's is stored for its key: sending it again replays the 500)."""
+    never came (the connection failed, the deadline passed), Stripe answered 409 (the same
+    idempotency key is still in use by that request), or a gateway in front of Stripe
+    answered 502, 503 or 504. Any other answer, an error included, is known (a 500's is
+    stored for its key: sending it again replays the 500)."""
     cause = error.__cause__
-    if isinstance(cause, stripe.APIError) and cause.http_status == 409:
+    if isinstance(cause, stripe.APIError) and cause.http_status in (409, 502, 503, 504):
         return True
     return isinstance(cause, (stripe.APIConnectionError, TimeoutError))
 

@@ -21,7 +21,7 @@ import pytest
 from app.cli import main
 from app.runtime import Runtime
 from services.notifications import money
-from services.plan_management import PREVIEW_AGAIN
+from services.plan_management import PREVIEW_AGAIN, UNCONFIRMED
 from services.stripe_gateway import AUTHENTICATION_REQUIRED, DECLINED
 from tests import helpers
 from tests.helpers import CHECKOUT, error_codes, gql, iso
@@ -904,6 +904,53 @@ async def test_a_declined_upgrade_retried_after_the_card_was_fixed_is_charged(
     assert declined.idempotency_key != charged.idempotency_key
     assert not charged.replayed
     assert len(set(fake_stripe.invoices) - invoices_before) == 1
+
+
+async def test_a_change_whose_outcome_could_not_be_read_is_finished_by_its_retry(
+    client: httpx.AsyncClient,
+    token: Callable[..., str],
+    fake_stripe: FakeStripe,
+    runtime: Runtime,
+    team_price: str,
+) -> None:
+    """Stripe made the change, then the re-read after it failed: the user is told a retry
+    finishes it, and the retry replays the change (charged once) and reads again."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    fake_stripe.fail_next(1, status=500, path="/v1/subscriptions", method="GET", after=1)
+
+    unconfirmed = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(unconfirmed) == ["PAYMENT_PROVIDER_ERROR"]
+    assert unconfirmed["errors"][0]["message"] == UNCONFIRMED
+    assert unconfirmed["errors"][0]["extensions"]["retryable"] is True
+
+    retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert retried["data"]["changePlan"]["priceId"] == team_price
+    made, replay = subscription_posts(fake_stripe, subscription["id"])
+    assert (replay.idempotency_key, replay.replayed) == (made.idempotency_key, True)
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1
+
+
+async def test_a_retried_cancellation_already_known_from_its_webhook_is_done(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Canceled at once, the answer lost, and `customer.subscription.deleted` processed
+    before the retry: the retry answers with the canceled subscription, not NOT_FOUND."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.lose_next_responses(1, path=path, method="DELETE")
+    now = {"input": {"atPeriodEnd": False}}
+    assert error_codes(await gql(client, CANCEL, now, token=bearer)) == ["PAYMENT_PROVIDER_ERROR"]
+    canceled = fake_stripe.subscriptions[subscription["id"]]
+    await deliver(client, fake_stripe.event("customer.subscription.deleted", canceled))
+    await runtime.worker.drain()
+
+    retried = await gql(client, CANCEL, now, token=bearer)
+    assert retried["data"]["cancelSubscription"]["status"] == "CANCELED"
+    first, replay = fake_stripe.requests_to("DELETE", path)
+    assert (replay.idempotency_key, replay.replayed) == (first.idempotency_key, True)
 
 
 async def test_a_lost_change_is_not_sent_again_for_another_action(

@@ -492,6 +492,7 @@ class _Fault:
     code: str | None
     path: str | None
     method: str | None
+    skip: int = 0  # matching requests let through before the fault applies
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method.upper() == method) and (
@@ -687,15 +688,18 @@ class FakeStripe:
         code: str | None = None,
         path: str | None = None,
         method: str | None = None,
+        *,
+        after: int = 0,
     ) -> None:
-        """Fail the next ``n`` API requests matching ``method``/``path`` prefix with ``status``.
+        """Fail the next ``n`` API requests matching ``method``/``path`` prefix with ``status``
+        (after letting ``after`` matching requests through).
 
         500/502/503 -> ``api_error``; 429 -> ``rate_limit``; 409 -> ``lock_timeout``;
         402 -> ``card_declined``; others -> ``invalid_request_error``. Injected failures are
         never stored for idempotency.
         """
         with self._lock:
-            self._faults.append(_Fault(n, status, code, path, method))
+            self._faults.append(_Fault(n, status, code, path, method, after))
 
     def lose_next_responses(
         self, n: int = 1, path: str | None = None, method: str | None = None
@@ -1216,6 +1220,9 @@ class FakeStripe:
         route, ids = self._resolve_route(method, path)
         for fault in self._faults:
             if fault.remaining > 0 and fault.matches(method, path):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.remaining -= 1
                 self._faults = [f for f in self._faults if f.remaining > 0]
                 raise _fault_error(fault.status, fault.code)
