@@ -4,7 +4,10 @@ Everything on loopback and stopping by itself: its own embedded PostgreSQL (rest
 with `pg_ctl restart -m fast` half-way), the fake Stripe failing 10 % of API calls, two
 `python -m app serve` processes with their workers, and for the whole duration several
 users calling `me`, `plans`, `updateProfile`, `createCheckoutSession` and
-`syncSubscription` on either server, paying for some checkouts in the fake, while "Stripe"
+`syncSubscription` on either server, paying for some checkouts in the fake, managing their
+subscription (`changePlan` between Pro and Team, `cancelSubscription`,
+`resumeSubscription`; a quarter of those lose Stripe's answer after Stripe acted, and the
+user retries most of what could not be confirmed), while "Stripe"
 changes subscriptions and deletes customers in its Dashboard and delivers the events of all
 that (about 10 % twice, out of order, retried when not acknowledged) to either server.
 
@@ -12,7 +15,9 @@ When the load stops it waits (bounded) for the queues to drain and checks that n
 lost or applied twice: every event acknowledged with a 2xx is recorded and processed (a
 `failed` one is a finding), every acknowledged profile edit is what our database and the
 Stripe customer hold, our subscriptions match Stripe's, each deleted customer brought its
-user one notification, no user has two Stripe customers, no profile push ran twice. It
+user one notification, no user has two Stripe customers, no profile push ran twice, no
+user was charged for more plan changes than they were told were made or could not be
+confirmed. It
 prints the counts and exits non-zero on any finding.
 
     .venv/bin/python -m bench.soak [--seconds 60] [--users 12] [--seed 1]
@@ -40,6 +45,7 @@ import httpx
 
 from bench.common import token
 from db import embedded, migrate
+from services.plan_management import UNCONFIRMED
 from services.stripe_gateway import subscription_from_dict
 from tests.support.processes import ServerProcess, rss_mb
 from tests.support.stripe import FakeStripe, sign
@@ -51,7 +57,13 @@ STRIPE_KEY = "sk_test_soak"  # one Stripe account: both servers share its idempo
 FAILURE_RATE = 0.10
 DUPLICATE_RATE = 0.10
 STRIPE_LATENCY = 0.05  # seconds per API call: workers spend time inside their transactions
-EXPECTED = ("PAYMENT_PROVIDER_ERROR", "RATE_LIMITED", "ALREADY_SUBSCRIBED")  # not faults
+# Not faults: Stripe failing, limits, and what subscription management answers a user
+# without a subscription (NOT_FOUND) or asking for the plan they are on (BAD_USER_INPUT).
+EXPECTED = ("PAYMENT_PROVIDER_ERROR", "UNCONFIRMED", "RATE_LIMITED", "ALREADY_SUBSCRIBED")
+MANAGEMENT = ("changePlan", "cancelSubscription", "resumeSubscription")
+MANAGEMENT_EXPECTED = ("BAD_USER_INPUT", "NOT_FOUND")
+LOST_ANSWER_RATE = 0.25  # management calls whose answer is lost after Stripe acted
+RETRY_RATE = 0.7  # unconfirmed changes the user retries at once
 STALL_SECONDS = 130  # the worker's lease (120 s) and a margin: longer means stuck
 LIVE = ("active", "trialing", "past_due")
 PUSH_PATH = re.compile(r"^/v1/customers/(cus_[A-Za-z0-9]+)$")
@@ -61,6 +73,10 @@ PLANS = "{ plans { id name priceId } }"
 UPDATE = "mutation($input: UpdateProfileInput!) { updateProfile(input: $input) { id } }"
 CHECKOUT = "mutation { createCheckoutSession { id url } }"
 SYNC = "mutation { syncSubscription { planId status } }"
+CHANGE = "mutation($input: ChangePlanInput!) { changePlan(input: $input) { planId } }"
+CANCEL = "mutation { cancelSubscription { cancelAtPeriodEnd } }"
+RESUME = "mutation { resumeSubscription { cancelAtPeriodEnd } }"
+SUBSCRIPTION_PATH = re.compile(r"^/v1/subscriptions/(sub_[A-Za-z0-9]+)$")
 
 
 # --- the embedded PostgreSQL, restartable --------------------------------------------------
@@ -148,6 +164,9 @@ class Soak:
     deleted_customers: dict[str, str] = field(default_factory=dict)  # customer -> user
     paid: int = 0
     dashboard_updates: int = 0
+    # subscription management: per user, plan changes answered ok or unconfirmed
+    changes_told: Counter[str] = field(default_factory=Counter)
+    answers_lost: int = 0
     # the restart
     restart_at: float | None = None
     restart_seconds: float | None = None
@@ -162,6 +181,14 @@ class Soak:
     async def call(
         self, op: str, user: str, query: str, variables: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
+        """The answer's body when it is free of errors, else None."""
+        outcome, body = await self.call_outcome(op, user, query, variables)
+        return body if outcome == "ok" else None
+
+    async def call_outcome(
+        self, op: str, user: str, query: str, variables: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The outcome (`ok`, an error code, `UNCONFIRMED`, `HTTP …`) and the body."""
         client = self.rng.choice(self.clients)
         try:
             response = await client.post(
@@ -177,13 +204,15 @@ class Soak:
             if body is None:
                 outcome = f"HTTP {response.status_code}"
             else:
-                codes = [e.get("extensions", {}).get("code", "?") for e in body.get("errors", [])]
+                errors = body.get("errors", [])
+                codes = [e.get("extensions", {}).get("code", "?") for e in errors]
                 outcome = codes[0] if codes else "ok"
+                if errors and errors[0].get("message") == UNCONFIRMED:
+                    outcome = "UNCONFIRMED"
         self.requests[(op, outcome)] += 1
         if outcome != "ok":
             self.failures.append((self.now(), op, outcome))
-            return None
-        return body
+        return outcome, body
 
     async def user_loop(self, user: str) -> None:
         n = 0
@@ -194,8 +223,10 @@ class Soak:
                 await self.call("me", user, ME)
             elif roll < 0.52:
                 await self.call("plans", user, PLANS)
-            elif roll < 0.80:
+            elif roll < 0.74:
                 await self.edit_profile(user, n)
+            elif roll < 0.80:
+                await self.manage(user)
             elif roll < 0.89:
                 await self.call("syncSubscription", user, SYNC)
             else:
@@ -220,6 +251,34 @@ class Soak:
             self.acked_profile[user] = profile
             self.maybe_profile[user] = []
             self.edits_acked += 1
+
+    async def manage(self, user: str) -> None:
+        """Change plan, cancel at period end or resume; sometimes Stripe acts and its answer
+        is lost; an unconfirmed change is mostly retried at once, as a user would."""
+        roll = self.rng.random()
+        if roll < 0.5:
+            op, query = "changePlan", CHANGE
+            variables: dict[str, Any] = {"input": {"planId": self.rng.choice(["PRO", "TEAM"])}}
+        elif roll < 0.75:
+            op, query, variables = "cancelSubscription", CANCEL, {}
+        else:
+            op, query, variables = "resumeSubscription", RESUME, {}
+        live = [
+            s["id"]
+            for s in self.fake.subscriptions.values()
+            if s["metadata"].get("userId") == user and s["status"] in LIVE
+        ]
+        if live and self.rng.random() < LOST_ANSWER_RATE:
+            self.answers_lost += 1
+            path = f"/v1/subscriptions/{self.rng.choice(live)}"
+            self.fake.lose_next_responses(1, path=path, method="POST")
+        for _ in range(3):
+            outcome, _ = await self.call_outcome(op, user, query, variables)
+            if op == "changePlan" and outcome in ("ok", "UNCONFIRMED"):
+                self.changes_told[user] += 1
+            if outcome != "UNCONFIRMED" or self.rng.random() >= RETRY_RATE:
+                return
+            await asyncio.sleep(0.2)
 
     async def pay(self, user: str, session_id: str) -> None:
         """The user pays on Checkout; Stripe sends the events; the SPA syncs on return."""
@@ -293,6 +352,10 @@ class Soak:
                 customer = self.fake.customers.get(match.group(1), {})
                 if customer and not customer.get("deleted"):
                     self.emit("customer.updated", customer)
+            elif match := SUBSCRIPTION_PATH.match(request.path):
+                subscription = self.fake.subscriptions.get(match.group(1))
+                if subscription is not None:
+                    self.emit("customer.subscription.updated", subscription)
         self.seen_requests = len(recorded)
 
     def dashboard_subscription_change(self) -> None:
@@ -305,11 +368,14 @@ class Soak:
         if self.rng.random() < 0.5:
             status = "past_due" if subscription["status"] == "active" else "active"
             changed = self.fake.set_subscription_status(subscription["id"], status)
-        else:
+        else:  # as the Dashboard does it, through the API: `cancel_at` follows the flag
+            at_end = not subscription["cancel_at_period_end"]
+            period_end = min(i["current_period_end"] for i in subscription["items"]["data"])
             changed = self.fake.set_subscription_status(
                 subscription["id"],
                 subscription["status"],
-                cancel_at_period_end=not subscription["cancel_at_period_end"],
+                cancel_at_period_end=at_end,
+                cancel_at=period_end if at_end else None,
             )
         self.dashboard_updates += 1
         self.emit("customer.subscription.updated", changed)
@@ -559,13 +625,17 @@ class Soak:
                         )
                 continue
             ours = {
-                sub["stripe_subscription_id"]: (sub["status"], sub["cancel_at_period_end"])
+                sub["stripe_subscription_id"]: (
+                    sub["status"],
+                    sub["cancel_at_period_end"],
+                    sub["price_id"],
+                )
                 for sub in ours_of_user
                 if sub["stripe_subscription_id"] is not None
                 and sub["stripe_customer_id"] == customer_id
             }
             theirs = {
-                found.id: (found.status, found.cancel_at_period_end)
+                found.id: (found.status, found.cancel_at_period_end, found.price_id)
                 for found in (
                     subscription_from_dict(s)
                     for s in subscriptions.values()
@@ -609,6 +679,27 @@ class Soak:
             if key and key.startswith("billing-api:profile:") and count > 1:
                 findings.append(f"DOUBLED: profile push {key} executed {count} times")
 
+        # Plan changes: never more made at Stripe for a user than the user was told were
+        # made or could not be confirmed (a change the user was told failed is never made).
+        owner: dict[str, str] = {
+            s["id"]: str(s["metadata"].get("userId")) for s in self.fake.subscriptions.values()
+        }
+        made: Counter[str] = Counter(
+            owner.get(m.group(1), "?")
+            for r in recorded
+            if r.method == "POST"
+            and r.status == 200
+            and not r.replayed
+            and (r.idempotency_key or "").startswith("billing-api:change-plan:")
+            and (m := SUBSCRIPTION_PATH.match(r.path))
+        )
+        for changer, count in sorted(made.items()):
+            if count > self.changes_told[changer]:
+                findings.append(
+                    f"CHARGED: {changer} had {count} plan changes made at Stripe, was told of "
+                    f"{self.changes_told[changer]} (made or unconfirmed)"
+                )
+
         # A worker that keeps failing once the database is back is stuck (the other one may
         # have done its work, which hides it from the checks above).
         if self.worker_failures_after_restart:
@@ -623,7 +714,14 @@ class Soak:
 
         # --- the summary ---
         print(f"\nGraphQL requests: {sum(self.requests.values())}")
-        for op in ("me", "plans", "updateProfile", "createCheckoutSession", "syncSubscription"):
+        for op in (
+            "me",
+            "plans",
+            "updateProfile",
+            "createCheckoutSession",
+            "syncSubscription",
+            *MANAGEMENT,
+        ):
             outcomes = {o: n for (name, o), n in self.requests.items() if name == op}
             line = ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items(), key=lambda x: -x[1]))
             print(f"  {op:22} {line}")
@@ -652,9 +750,18 @@ class Soak:
             f"{self.paid} checkouts paid, {self.dashboard_updates} subscription changes and "
             f"{len(self.deleted_customers)} customer deletions in the Dashboard"
         )
+        print(
+            f"Subscription management: {sum(made.values())} plan changes made at Stripe, "
+            f"{sum(self.changes_told.values())} told made or unconfirmed; "
+            f"{self.answers_lost} answers lost after Stripe acted"
+        )
         if self.restart_at is not None and self.restart_seconds is not None:
             start, end = self.restart_at, self.restart_at + self.restart_seconds
-            faults = [f for f in self.failures if f[2] not in EXPECTED]
+            faults = [
+                f
+                for f in self.failures
+                if f[2] not in EXPECTED and not (f[1] in MANAGEMENT and f[2] in MANAGEMENT_EXPECTED)
+            ]
             around = [f for f in faults if start - 0.5 <= f[0] <= end + 5]
             elsewhere = [f for f in faults if not start - 0.5 <= f[0] <= end + 5]
             print(
@@ -720,6 +827,12 @@ def main() -> int:
         fake = stack.enter_context(FakeStripe())
         fake.seed(args.seed)
         price = fake.add_price(unit_amount=1500)["id"]
+        team = fake.add_price(unit_amount=4900, product_name="Team")["id"]
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="billing-soak-")))
+        plans_file = data_dir / "plans.toml"
+        plans_file.write_text(
+            f'[[plans]]\nid = "TEAM"\nname = "Team"\nprice_id = "{team}"\n', encoding="utf-8"
+        )
         pg_server, database_url = stack.enter_context(own_postgres())
         env = {
             "DATABASE_URL": database_url,
@@ -731,7 +844,8 @@ def main() -> int:
             "STRIPE_MAX_NETWORK_RETRIES": "2",
             "WORKER_POLL_SECONDS": "0.2",
             "DB_POOL_MAX_SIZE": "5",
-            "DATA_DIR": stack.enter_context(tempfile.TemporaryDirectory(prefix="billing-soak-")),
+            "DATA_DIR": str(data_dir),
+            "PLANS_FILE": str(plans_file),
         }
         servers = [ServerProcess(env) for _ in range(2)]
         for n, server in enumerate(servers):

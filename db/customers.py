@@ -110,13 +110,29 @@ async def mark_tagged(pg: Pg, user_id: str, stripe_customer_id: str) -> bool:
 
 
 async def unlink(pg: Pg, user_id: str, stripe_customer_id: str) -> bool:
-    """Remove the link only if it still points at that customer."""
+    """Remove the link only if it still points at that customer, which the user keeps as
+    their previous customer (`previous`)."""
     removed = await pg.fetchval(
-        "DELETE FROM customers WHERE user_id = $1 AND stripe_customer_id = $2 RETURNING 1",
+        """
+        WITH gone AS (
+            DELETE FROM customers WHERE user_id = $1 AND stripe_customer_id = $2 RETURNING 1
+        )
+        UPDATE users SET previous_customer_id = $2
+        WHERE id = $1 AND EXISTS (SELECT 1 FROM gone)
+        RETURNING 1
+        """,
         user_id,
         stripe_customer_id,
     )
     return removed is not None
+
+
+async def previous(pg: Pg, user_id: str) -> str | None:
+    """The last customer the user was linked to that Stripe no longer has, if any."""
+    found: str | None = await pg.fetchval(
+        "SELECT previous_customer_id FROM users WHERE id = $1", user_id
+    )
+    return found
 
 
 async def all_links(pg: Pg) -> list[CustomerRecord]:

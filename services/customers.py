@@ -59,6 +59,11 @@ def display_name(user: UserRecord) -> str | None:
 def _creation_key(user: UserRecord, params: dict[str, object], replacing: str | None) -> str:
     """Same account, same parameters, same replaced customer → same key (one customer).
 
+    The replaced customer is the one Stripe no longer has, whether a checkout found it gone
+    or its `customer.deleted` unlinked it first: either way the next creation is a new
+    request, never a replay of the one that created the deleted customer (which would hand
+    it back for 24 hours).
+
     The account's creation time is part of the key: the same `sub` signing in afresh after
     deleting their account is a new account, and must not get the old customer back from
     Stripe's replay of the old key. The parameters' digest is part of it because Stripe
@@ -139,6 +144,9 @@ async def get_or_create(
         "phone": user.phone,
         "metadata": metadata,
     }
+    if replacing is None:
+        async with pool.connection() as pg:
+            replacing = await db_customers.previous(pg, user.id)
     created = await stripe.create_customer(
         email=user.email,
         name=display_name(user),

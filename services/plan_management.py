@@ -205,9 +205,14 @@ async def _after_change(
     customer_id: str,
     subscription_id: str,
 ) -> None:
+    """Store Stripe's state after a change made. Whatever fails here (Stripe, or the
+    database going away), the change stays kept and the user is told a retry finishes it."""
     try:
         await _reread(pool, stripe, plans, user, customer_id, settled=subscription_id)
     except PaymentProviderError as exc:
+        raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
+    except Exception as exc:
+        log.exception("the state after a change made at Stripe was not stored")
         raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
 
 

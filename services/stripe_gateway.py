@@ -366,7 +366,11 @@ class StripeGateway:
                     "stripe %s: payment needs authentication (request %s)", what, exc.request_id
                 )
                 raise PaymentProviderError(AUTHENTICATION_REQUIRED, retryable=False) from exc
-            log.error(
+            # An object gone (a deleted draft, a customer deleted in the Dashboard) is an
+            # answer its caller expects and handles; anything else Stripe refused is ours.
+            gone = getattr(exc, "code", None) == "resource_missing"
+            log.log(
+                logging.INFO if gone else logging.ERROR,
                 "stripe %s refused: %s %s (request %s)",
                 what,
                 type(exc).__name__,

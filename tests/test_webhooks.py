@@ -470,6 +470,30 @@ async def test_customer_deleted_unlinks_cancels_and_notifies(
     assert "subscription has ended" in notification["message"]
 
 
+async def test_a_checkout_after_a_deleted_customer_gets_a_new_one_and_one_notice(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Deleted in the Dashboard and unlinked by its `customer.deleted`; the user checks out
+    again within Stripe's 24 hours of idempotency. The new customer is created by a new
+    request: a replay of the first creation would hand back the deleted customer (and, once
+    found gone, tell the user a second time)."""
+    bearer, _, customer_id = await subscribed_user(client, token, fake_stripe)
+    fake_stripe.delete_customer_directly(customer_id)
+    gone = {"id": customer_id, "object": "customer", "deleted": True}
+    await deliver(client, fake_stripe.event("customer.deleted", gone))
+    await runtime.worker.drain()
+    fake_stripe.reset_requests()
+
+    again = await gql(client, CHECKOUT, token=bearer)
+    assert "errors" not in again, again
+    [created] = fake_stripe.requests_to("POST", "/v1/customers")
+    assert not created.replayed
+    me = await gql(client, "{ me { customer { id } notifications { kind } } }", token=bearer)
+    assert me["data"]["me"]["customer"]["id"] not in (None, customer_id)
+    assert me["data"]["me"]["notifications"] == [{"kind": "customer_deleted"}]
+    assert fake_stripe.requests_to("POST", "/v1/checkout/sessions")[-1].status == 200
+
+
 async def update_in_stripe(fake: FakeStripe, customer_id: str, **fields: str) -> dict[str, Any]:
     async with httpx.AsyncClient(
         base_url=fake.url, headers={"Authorization": "Bearer sk_test_fake"}
