@@ -36,8 +36,11 @@ $(ASSETS): package.json package-lock.json
 run: $(VENV)/.synced $(ASSETS)
 	$(PY) -m app serve
 
+# Two workers (pytest-xdist), one a core: each has its own PostgreSQL, template database and
+# fake Stripe. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.synced $(ASSETS)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # The example SPA (examples/spa/) on http://localhost:3000, beside `make run`.
 spa: $(VENV)/.synced
