@@ -707,9 +707,14 @@ class Soak:
                 zip(self.worker_failures_after_restart, self.worker_failures(), strict=True)
             ):
                 if now > then:
+                    last = [
+                        line
+                        for line in self.servers[n].log().splitlines()
+                        if "worker iteration failed" in line
+                    ][-1]
                     findings.append(
                         f"WORKER STUCK: server {n}'s worker loop failed {now - then} more "
-                        "times after the database was back (see its log)"
+                        f"times after the database was back; the last: {last}"
                     )
 
         # --- the summary ---

@@ -9,8 +9,8 @@ arrived counts), and again after the change, so `me` shows Stripe's state before
 
 Retries never act twice, and never replay a refusal. A change is kept (`db.plan_changes`)
 with its idempotency key before it is sent, and forgotten only once Stripe refused it or the
-state after it is stored. Until then (the connection failed, the deadline passed, the key was
-still in use, the re-read after it failed, the process died) the user is told a retry
+state after it is stored. Until then (the connection failed, the deadline passed, Stripe
+answered 5xx or 409, the re-read after it failed, the process died) the user is told a retry
 finishes it (`UNCONFIRMED`). The same action asked again sends the kept change again with its
 key first: Stripe acts at most once (it replays its answer, or acts now if the first never
 reached it); then the subscription is re-read and the action goes on from what Stripe holds

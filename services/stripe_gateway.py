@@ -254,15 +254,13 @@ AUTHENTICATION_REQUIRED = (
 
 
 def outcome_unknown(error: PaymentProviderError) -> bool:
-    """Whether Stripe may still act, or have acted, on a request that failed: its answer
-    never came (the connection failed, the deadline passed), Stripe answered 409 (the same
-    idempotency key is still in use by that request), or a gateway in front of Stripe
-    answered 502, 503 or 504. Any other answer, an error included, is known (a 500's is
-    stored for its key: sending it again replays the 500)."""
-    cause = error.__cause__
-    if isinstance(cause, stripe.APIError) and cause.http_status in (409, 502, 503, 504):
-        return True
-    return isinstance(cause, (stripe.APIConnectionError, TimeoutError))
+    """Whether Stripe may have acted, or may still act, on a request that failed: its answer
+    never came (the connection failed, the deadline passed), or the answer was a 5xx or a
+    409. Stripe asks for a 500 to be treated as indeterminate, and the SDK's own retries
+    hide what the earlier tries did (the first may have acted and lost its answer, the last
+    got a 500); a 409 means the same idempotency key is still in use by that request. A
+    refusal (4xx: declined, invalid, not found) is known: nothing was done."""
+    return isinstance(error.__cause__, (stripe.APIConnectionError, stripe.APIError, TimeoutError))
 
 
 # Stripe's codes for a payment the cardholder must confirm (3-D Secure): as a decline code,

@@ -800,17 +800,32 @@ async def test_a_payment_needing_the_banks_confirmation_says_so(
 # --- A retry after Stripe acted and its answer was lost -----------------------------------
 
 
+async def failed_upgrade(
+    client: httpx.AsyncClient,
+    fake: FakeStripe,
+    runtime: Runtime,
+    bearer: str,
+    fault: Callable[..., None],
+) -> tuple[dict[str, Any], set[str]]:
+    """Subscribed to Pro, then `changePlan` to Team whose request to Stripe met `fault`
+    (`lose_next_responses`: Stripe acted, the answer was lost; `drop_next_requests`: it
+    never reached Stripe), so the user got `PAYMENT_PROVIDER_ERROR`. Returns the
+    subscription and the invoices Stripe held before the change."""
+    subscription = await subscribe(client, fake, runtime, bearer)
+    invoices_before = set(fake.invoices)
+    fault(1, path=f"/v1/subscriptions/{subscription['id']}", method="POST")
+    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    return subscription, invoices_before
+
+
 async def test_a_retried_plan_change_is_charged_once(
     client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
 ) -> None:
     bearer = token("ada")
-    subscription = await subscribe(client, fake_stripe, runtime, bearer)
-    invoices_before = set(fake_stripe.invoices)
-    path = f"/v1/subscriptions/{subscription['id']}"
-    fake_stripe.lose_next_responses(1, path=path, method="POST")
-
-    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
-    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    subscription, invoices_before = await failed_upgrade(
+        client, fake_stripe, runtime, bearer, fake_stripe.lose_next_responses
+    )
     retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
     assert retried["data"]["changePlan"]["planId"] == "TEAM"
 
@@ -964,12 +979,9 @@ async def test_a_lost_change_is_not_sent_again_for_another_action(
     upgrade is not sent again: the re-read shows what Stripe did (Team, charged once), and
     the cancellation acts on that."""
     bearer = token("ada")
-    subscription = await subscribe(client, fake_stripe, runtime, bearer)
-    invoices_before = set(fake_stripe.invoices)
-    path = f"/v1/subscriptions/{subscription['id']}"
-    fake_stripe.lose_next_responses(1, path=path, method="POST")
-    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
-    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    subscription, invoices_before = await failed_upgrade(
+        client, fake_stripe, runtime, bearer, fake_stripe.lose_next_responses
+    )
 
     cancelled = await gql(client, CANCEL, token=bearer)
     assert cancelled["data"]["cancelSubscription"]["planId"] == "TEAM"
@@ -995,12 +1007,9 @@ async def test_a_change_that_never_reached_stripe_is_not_made_by_a_later_action(
     """The upgrade was lost on its way to Stripe and the user was told so; canceling at
     once afterwards must not upgrade (and charge) first."""
     bearer = token("ada")
-    subscription = await subscribe(client, fake_stripe, runtime, bearer)
-    invoices_before = set(fake_stripe.invoices)
-    path = f"/v1/subscriptions/{subscription['id']}"
-    fake_stripe.drop_next_requests(1, path=path, method="POST")
-    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
-    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    subscription, invoices_before = await failed_upgrade(
+        client, fake_stripe, runtime, bearer, fake_stripe.drop_next_requests
+    )
 
     canceled = await gql(client, CANCEL, {"input": {"atPeriodEnd": False}}, token=bearer)
     assert canceled["data"]["cancelSubscription"]["status"] == "CANCELED"
@@ -1018,12 +1027,9 @@ async def test_a_retried_change_that_never_reached_stripe_is_made_once(
     team_price: str,
 ) -> None:
     bearer = token("ada")
-    subscription = await subscribe(client, fake_stripe, runtime, bearer)
-    invoices_before = set(fake_stripe.invoices)
-    path = f"/v1/subscriptions/{subscription['id']}"
-    fake_stripe.drop_next_requests(1, path=path, method="POST")
-    lost = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
-    assert error_codes(lost) == ["PAYMENT_PROVIDER_ERROR"]
+    subscription, invoices_before = await failed_upgrade(
+        client, fake_stripe, runtime, bearer, fake_stripe.drop_next_requests
+    )
 
     retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
     assert retried["data"]["changePlan"]["priceId"] == team_price
@@ -1055,6 +1061,28 @@ async def test_a_retry_acts_on_the_state_stripe_holds_now_not_on_its_replay(
     first, replay, cancel = ours  # the portal's resume came between the first two
     assert (replay.idempotency_key, replay.replayed) == (first.idempotency_key, True)
     assert (cancel.idempotency_key != first.idempotency_key, cancel.replayed) == (True, False)
+
+
+async def test_a_stripe_500_leaves_the_change_to_its_retry(
+    client: httpx.AsyncClient, token: Callable[..., str], fake_stripe: FakeStripe, runtime: Runtime
+) -> None:
+    """Stripe asks for a 500 to be treated as indeterminate (and the SDK's retries hide
+    whether an earlier try acted): the user is told a retry finishes the change, and the
+    retry sends the same key, so the change is made at most once."""
+    bearer = token("ada")
+    subscription = await subscribe(client, fake_stripe, runtime, bearer)
+    invoices_before = set(fake_stripe.invoices)
+    path = f"/v1/subscriptions/{subscription['id']}"
+    fake_stripe.fail_next(1, status=500, path=path, method="POST")
+    failed = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert failed["errors"][0]["message"] == UNCONFIRMED
+
+    retried = await gql(client, CHANGE, {"input": {"planId": "TEAM"}}, token=bearer)
+    assert retried["data"]["changePlan"]["planId"] == "TEAM"
+    refused, made = subscription_posts(fake_stripe, subscription["id"])
+    assert (refused.status, made.status) == (500, 200)
+    assert made.idempotency_key == refused.idempotency_key
+    assert len(set(fake_stripe.invoices) - invoices_before) == 1
 
 
 async def test_a_key_still_in_use_keeps_the_change_for_its_retry(
