@@ -19,12 +19,11 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 
-import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from db import events as db_events
 from db import jobs as db_jobs
-from db.connection import Pool, PoolExhausted
+from db.connection import UNAVAILABLE, Pool
 from services import duplicates, profile, rate_limits, webhooks
 from services.metrics import Metrics
 from services.plans import PlanCatalog
@@ -242,7 +241,7 @@ def _recording() -> AsyncRetrying:
     return AsyncRetrying(
         stop=stop_after_delay(RECORDING_SECONDS),
         wait=wait_exponential(multiplier=0.1, max=2),
-        retry=retry_if_exception_type((OSError, asyncpg.PostgresError, PoolExhausted)),
+        retry=retry_if_exception_type(UNAVAILABLE),
         reraise=True,
     )
 

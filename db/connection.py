@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal, TypeAlias
 
+import asyncpg
 from databases import Database
 
 __all__ = ["Database", "Pg", "Pool", "PoolExhausted", "as_dict"]
@@ -31,6 +32,20 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 class PoolExhausted(Exception):
     """No pool connection became free in time."""
+
+
+# What the database going away, or coming back, looks like to its client: the server's
+# errors, a refused or broken socket, asyncpg's own errors about a connection the server
+# closed under a statement (seen after a restart: "cannot switch to state 12; another
+# operation is in progress"), or no connection free in time. Work that failed with one of
+# these is worth trying again a moment later.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    PoolExhausted,
+)
 
 
 class Pool:
