@@ -70,9 +70,6 @@ CLOCK_SKEW_SECONDS = 60
 # A change whose answer never came is sent again for this long (seconds): Stripe keeps an
 # idempotency key's answer for at least 24 hours.
 UNANSWERED_SECONDS = 23 * 3600
-# Every change reads back what it needs of the subscription (`paid` comes from its latest
-# invoice).
-EXPAND = ["latest_invoice"]
 
 CANCEL_AT_PERIOD_END = "cancel-at-period-end"
 CANCEL_NOW = "cancel-now"
@@ -124,11 +121,19 @@ async def _reread(
 
 
 async def _fresh(
-    pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, customer_id: str
+    pool: Pool,
+    stripe: StripeGateway,
+    plans: PlanCatalog,
+    user: UserRecord,
+    found: list[StripeSubscription] | None = None,
 ) -> tuple[SubscriptionRecord, StripeSubscription]:
-    """The live subscription after a re-read from Stripe, as we now hold it and as Stripe
-    gave it. `NotFound` when none is live."""
-    found = await _reread(pool, stripe, plans, user, customer_id)
+    """The live subscription as we now hold it and as Stripe gave it, from `found` (the
+    customer's subscriptions read from Stripe and stored just now, after a retried change)
+    or else from a re-read. `NotFound` when none is live."""
+    if found is None:
+        row = await _live(pool, user)
+        assert row.stripe_customer_id is not None
+        found = await _reread(pool, stripe, plans, user, row.stripe_customer_id)
     row = await _live(pool, user)
     current = next((s for s in found if s.id == row.stripe_subscription_id), None)
     if current is None:
@@ -136,11 +141,18 @@ async def _fresh(
     return row, current
 
 
-async def _row(pool: Pool, user: UserRecord, subscription_id: str) -> SubscriptionRecord:
+async def _find(pool: Pool, user: UserRecord, subscription_id: str) -> SubscriptionRecord | None:
     for found in await subscriptions.of_user(pool, user.id):
         if found.stripe_subscription_id == subscription_id:
             return found
-    raise NotFound(NO_SUBSCRIPTION)  # pragma: no cover - a subscription written just now
+    return None
+
+
+async def _row(pool: Pool, user: UserRecord, subscription_id: str) -> SubscriptionRecord:
+    found = await _find(pool, user, subscription_id)
+    if found is None:  # pragma: no cover - a subscription written just now
+        raise NotFound(NO_SUBSCRIPTION)
+    return found
 
 
 # --- Sending a change once ------------------------------------------------------------------
@@ -187,7 +199,7 @@ async def _start(
     assert customer_id is not None
     change = SentChange(
         action=action,
-        params={**params, "expand": EXPAND},
+        params=dict(params),
         idempotency_key=f"{SOURCE}:{action}:{subscription_id}:{uuid.uuid4().hex}",
     )
     async with user_transaction(pool, user.id) as pg:
@@ -204,11 +216,12 @@ async def _after_change(
     user: UserRecord,
     customer_id: str,
     subscription_id: str,
-) -> None:
-    """Store Stripe's state after a change made. Whatever fails here (Stripe, or the
-    database going away), the change stays kept and the user is told a retry finishes it."""
+) -> list[StripeSubscription]:
+    """Store Stripe's state after a change made, and return it as read. Whatever fails here
+    (Stripe, or the database going away), the change stays kept and the user is told a
+    retry finishes it."""
     try:
-        await _reread(pool, stripe, plans, user, customer_id, settled=subscription_id)
+        return await _reread(pool, stripe, plans, user, customer_id, settled=subscription_id)
     except PaymentProviderError as exc:
         raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
     except Exception as exc:
@@ -216,13 +229,22 @@ async def _after_change(
         raise PaymentProviderError(UNCONFIRMED, retryable=True) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Retried:
+    """A change sent again and its outcome stored: its subscription as we now hold it, and
+    the customer's subscriptions as Stripe gave them just after."""
+
+    row: SubscriptionRecord
+    found: list[StripeSubscription]
+
+
 async def _retry_unanswered(
     pool: Pool, stripe: StripeGateway, plans: PlanCatalog, user: UserRecord, action: str
-) -> SubscriptionRecord | None:
+) -> _Retried | None:
     """Settle the user's changes sent earlier whose outcome is not stored (see the module):
     a retry of the same action sends its change again with its key, then stores the state
-    after it, and returns that subscription as it now is; changes of other actions are
-    dropped unsent. None when there was nothing to retry. Raises the resend's error."""
+    after it; changes of other actions are dropped unsent. None when there was nothing to
+    retry. Raises the resend's error."""
     async with user_transaction(pool, user.id) as pg:
         kept = await plan_changes.unanswered(pg, user.id, UNANSWERED_SECONDS)
         retry = next(((sub, c) for sub, c in kept if c.action == action), None)
@@ -232,21 +254,14 @@ async def _retry_unanswered(
     if retry is None:
         return None
     subscription_id, change = retry
-    row = next(
-        (
-            r
-            for r in await subscriptions.of_user(pool, user.id)
-            if r.stripe_subscription_id == subscription_id
-        ),
-        None,
-    )
+    row = await _find(pool, user, subscription_id)
     if row is None or row.stripe_customer_id is None:  # no longer the user's: nothing to finish
         async with user_transaction(pool, user.id) as pg:
             await plan_changes.answered(pg, user.id, subscription_id)
         return None
     await _send(pool, stripe, user, subscription_id, change)
-    await _after_change(pool, stripe, plans, user, row.stripe_customer_id, subscription_id)
-    return await _row(pool, user, subscription_id)
+    found = await _after_change(pool, stripe, plans, user, row.stripe_customer_id, subscription_id)
+    return _Retried(await _row(pool, user, subscription_id), found)
 
 
 # --- Cancel and resume ----------------------------------------------------------------------
@@ -270,11 +285,9 @@ async def cancel(
     action = CANCEL_AT_PERIOD_END if at_period_end else CANCEL_NOW
     async with single_flight.turn(user.id):
         retried = await _retry_unanswered(pool, stripe, plans, user, action)
-        if retried is not None and retried.status in ENDED:
-            return retried  # a cancellation is final: the retried one is done
-        row = await _live(pool, user)
-        assert row.stripe_customer_id is not None
-        row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        if retried is not None and retried.row.status in ENDED:
+            return retried.row  # a cancellation is final: the retried one is done
+        row, _ = await _fresh(pool, stripe, plans, user, retried.found if retried else None)
         if at_period_end and row.cancel_at_period_end:
             return row
         params = {"cancel_at_period_end": True} if at_period_end else {}
@@ -296,10 +309,8 @@ async def resume(
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
     async with single_flight.turn(user.id):
-        await _retry_unanswered(pool, stripe, plans, user, RESUME)
-        row = await _live(pool, user)
-        assert row.stripe_customer_id is not None
-        row, current = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        retried = await _retry_unanswered(pool, stripe, plans, user, RESUME)
+        row, current = await _fresh(pool, stripe, plans, user, retried.found if retried else None)
         if current.cancel_at_period_end:
             params: dict[str, Any] = {"cancel_at_period_end": False}
         elif current.cancel_at is not None:
@@ -388,9 +399,7 @@ async def change_plan(
     action = _change_plan_action(price_id, when)
     async with single_flight.turn(user.id):
         retried = await _retry_unanswered(pool, stripe, plans, user, action)
-        row = await _live(pool, user)
-        assert row.stripe_customer_id is not None
-        row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+        row, _ = await _fresh(pool, stripe, plans, user, retried.found if retried else None)
         if retried is not None and row.price_id == price_id:
             changed = row  # the retried change is made
         else:
@@ -427,9 +436,7 @@ async def preview_plan_change(
     that confirming it charges this amount. Raises as `change_plan`."""
     await rate_limits.check(pool, user.id, rate_limit)
     stripe.require()
-    row = await _live(pool, user)
-    assert row.stripe_customer_id is not None
-    row, _ = await _fresh(pool, stripe, plans, user, row.stripe_customer_id)
+    row, _ = await _fresh(pool, stripe, plans, user)
     price_id = _check_target(plans, row, plan_id)
     assert row.stripe_subscription_id is not None
     assert row.stripe_customer_id is not None

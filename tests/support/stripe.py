@@ -2718,7 +2718,8 @@ class FakeStripe:
 
     def _invoice_create(self, call: _Call) -> JSONDict:
         """A one-off draft invoice for ``customer`` (no subscription, nothing due yet), as
-        the Dashboard or the API creates one."""
+        the Dashboard or the API creates one; in ``currency``, else the customer's, else the
+        account's default (``usd`` here)."""
         if "customer" not in call.params:
             raise _missing_param("customer")
         cus = self._live_customer(_str(call.params["customer"], "customer"), param="customer")
@@ -2732,7 +2733,7 @@ class FakeStripe:
             period_start=now,
             period_end=now,
             billing_reason="manual",
-            currency=_str(call.params.get("currency", "usd"), "currency"),
+            currency=_str(call.params.get("currency") or cus["currency"] or "usd", "currency"),
         )
         self._invoices[inv["id"]] = inv
         self._register(inv["id"])
